@@ -1,0 +1,77 @@
+// CUDA bindings for the uniform-grid ops: check, pick the stream, call the launcher.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "ptqx/cuda/launch.h"
+
+namespace ptqx {
+namespace {
+
+void check_cuda_wsz(const at::Tensor& w, const at::Tensor& scale, const at::Tensor& zero, int64_t maxq) {
+  TORCH_CHECK(w.is_cuda() && scale.is_cuda() && zero.is_cuda(), "w/scale/zero: expected CUDA tensors");
+  TORCH_CHECK(w.scalar_type() == at::kFloat || w.scalar_type() == at::kDouble,
+              "w: expected float32 or float64, got ", w.scalar_type());
+  TORCH_CHECK(w.dim() >= 1, "w: expected at least 1 dimension");
+  TORCH_CHECK(scale.scalar_type() == at::kFloat && zero.scalar_type() == at::kFloat,
+              "scale/zero: expected float32");
+  TORCH_CHECK(scale.numel() == w.size(0) && zero.numel() == w.size(0),
+              "scale/zero: expected ", w.size(0), " entries (one per output channel)");
+  TORCH_CHECK(maxq >= 1 && maxq <= 255, "maxq: expected [1, 255], got ", maxq);
+}
+
+at::Tensor fake_quant_cuda(const at::Tensor& w_, const at::Tensor& scale_, const at::Tensor& zero_,
+                           int64_t maxq) {
+  check_cuda_wsz(w_, scale_, zero_, maxq);
+  c10::cuda::CUDAGuard guard(w_.device());
+  auto w = w_.contiguous(), scale = scale_.contiguous(), zero = zero_.contiguous();
+  auto out = at::empty_like(w);
+  const int64_t rows = w.size(0), cols = rows ? w.numel() / rows : 0;
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  cudaError_t err;
+  if (w.scalar_type() == at::kFloat) {
+    err = cuda::fake_quant_rows<float>(w.const_data_ptr<float>(), scale.const_data_ptr<float>(),
+                                       zero.const_data_ptr<float>(), rows, cols, int(maxq),
+                                       out.mutable_data_ptr<float>(), stream);
+  } else {
+    err = cuda::fake_quant_rows<double>(w.const_data_ptr<double>(), scale.const_data_ptr<float>(),
+                                        zero.const_data_ptr<float>(), rows, cols, int(maxq),
+                                        out.mutable_data_ptr<double>(), stream);
+  }
+  TORCH_CHECK(err == cudaSuccess, "fake_quant: CUDA launch failed: ", cudaGetErrorString(err));
+  return out;
+}
+
+at::Tensor quantize_codes_cuda(const at::Tensor& w_, const at::Tensor& scale_,
+                               const at::Tensor& zero_, int64_t maxq) {
+  check_cuda_wsz(w_, scale_, zero_, maxq);
+  c10::cuda::CUDAGuard guard(w_.device());
+  auto w = w_.contiguous(), scale = scale_.contiguous(), zero = zero_.contiguous();
+  auto out = at::empty(w.sizes(), w.options().dtype(at::kByte));
+  const int64_t rows = w.size(0), cols = rows ? w.numel() / rows : 0;
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  cudaError_t err;
+  if (w.scalar_type() == at::kFloat) {
+    err = cuda::quantize_codes_rows<float>(w.const_data_ptr<float>(), scale.const_data_ptr<float>(),
+                                           zero.const_data_ptr<float>(), rows, cols, int(maxq),
+                                           out.mutable_data_ptr<uint8_t>(), stream);
+  } else {
+    err = cuda::quantize_codes_rows<double>(w.const_data_ptr<double>(), scale.const_data_ptr<float>(),
+                                            zero.const_data_ptr<float>(), rows, cols, int(maxq),
+                                            out.mutable_data_ptr<uint8_t>(), stream);
+  }
+  TORCH_CHECK(err == cudaSuccess, "quantize_codes: CUDA launch failed: ", cudaGetErrorString(err));
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ptqx, CUDA, m) {
+  m.impl("fake_quant", &fake_quant_cuda);
+  m.impl("quantize_codes", &quantize_codes_cuda);
+}
+
+}  // namespace ptqx

@@ -1,0 +1,3 @@
+from ptqx.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,34 @@
+"""``ptqx.ops``: the only Python that touches ``torch.ops.ptqx``.
+
+Importing this module defines every op (with its reference as the default kernel) and
+then loads the native kernels (ahead-of-time ``ptqx._C`` or a JIT build), which take over
+on their devices. ``python -m ptqx info`` shows which kernel serves each op.
+"""
+
+from __future__ import annotations
+
+from . import _library, reference  # noqa: F401  (defines the ops before native load)
+from ._build import STATUS, load_native
+from .grid import fake_quant, grid_search, quantize_codes
+from .lowbit import lowbit_linear, pack_weights, unpack_weights
+from .obc import obc_quantize_rows
+from .scores import logit_scores
+
+load_native()
+
+OP_NAMES = tuple(_library.SCHEMAS)
+
+__all__ = [
+    "OP_NAMES",
+    "STATUS",
+    "fake_quant",
+    "grid_search",
+    "load_native",
+    "logit_scores",
+    "lowbit_linear",
+    "obc_quantize_rows",
+    "pack_weights",
+    "quantize_codes",
+    "reference",
+    "unpack_weights",
+]

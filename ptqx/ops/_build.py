@@ -1,0 +1,126 @@
+"""Loading the native kernels: an ahead-of-time ``ptqx._C`` if present, else a JIT build.
+
+The JIT build compiles ``csrc/`` with ninja through ``torch.utils.cpp_extension.load``
+into a cache folder that outlives the process (``PTQX_BUILD_DIR`` or
+``~/.cache/ptqx/<python>-<torch>-<cpu|cuXY>-<source-path hash>``). torch hashes the
+sources and flags, so a changed source is rebuilt and an unchanged one is reused.
+
+Switches (environment):
+- ``PTQX_DISABLE_NATIVE=1``: do not load native kernels; every op runs its reference.
+- ``PTQX_REQUIRE_NATIVE=1``: a failed native build raises instead of falling back (CI).
+- ``PTQX_VERBOSE_BUILD=1``: show compiler output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import _sources
+
+
+@dataclass
+class NativeStatus:
+    loaded: bool = False
+    how: str = "not attempted"  # "aot", "jit", "disabled", "failed"
+    cuda: bool = False
+    error: str | None = None
+    build_dir: str | None = None
+    sources: list[str] = field(default_factory=list)
+
+
+STATUS = NativeStatus()
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "0").lower() in ("1", "true", "yes", "on")
+
+
+def _cuda_wanted() -> bool:
+    if _env_flag("PTQX_NO_CUDA") or not torch.cuda.is_available():
+        return False
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    return CUDA_HOME is not None
+
+
+def default_build_dir(root: Path, with_cuda: bool) -> Path:
+    override = os.environ.get("PTQX_BUILD_DIR")
+    if override:
+        return Path(override)
+    flavour = f"cu{torch.version.cuda.replace('.', '')}" if with_cuda else "cpu"
+    tag = hashlib.sha1(str(root).encode()).hexdigest()[:10]
+    py = f"py{sys.version_info.major}{sys.version_info.minor}"
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "ptqx" / f"{py}-torch{torch.__version__.split('+')[0]}-{flavour}-{tag}"
+
+
+def _jit_build() -> None:
+    from torch.utils import cpp_extension
+
+    root = _sources.csrc_root()
+    with_cuda = _cuda_wanted()
+    sources = _sources.cpu_sources(root)
+    if with_cuda:
+        sources += _sources.cuda_sources(root)
+    build_dir = default_build_dir(root, with_cuda)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    STATUS.build_dir = str(build_dir)
+    STATUS.sources = [str(p.relative_to(root)) for p in sources]
+    verbose = _env_flag("PTQX_VERBOSE_BUILD")
+    if not (build_dir / "ptqx_native.so").exists() and not verbose:
+        print("ptqx: compiling native kernels (first use; about a minute)...", file=sys.stderr)
+    cpp_extension.load(
+        name="ptqx_native",
+        sources=[str(p) for p in sources],
+        extra_cflags=_sources.cxx_flags(jit=True) + (["-DPTQX_WITH_CUDA=1"] if with_cuda else []),
+        extra_cuda_cflags=_sources.nvcc_flags() if with_cuda else None,
+        extra_ldflags=["-fopenmp"],
+        extra_include_paths=[str(p) for p in _sources.include_dirs(root)],
+        build_directory=str(build_dir),
+        with_cuda=with_cuda,
+        is_python_module=False,
+        verbose=verbose,
+    )
+    STATUS.cuda = with_cuda
+
+
+def load_native() -> NativeStatus:
+    """Load the native kernels once per process; safe to call repeatedly."""
+    if STATUS.how != "not attempted":
+        return STATUS
+    if _env_flag("PTQX_DISABLE_NATIVE"):
+        STATUS.how = "disabled"
+        return STATUS
+    try:
+        importlib.import_module("ptqx._C")
+        STATUS.loaded, STATUS.how = True, "aot"
+        STATUS.cuda = torch.cuda.is_available() and hasattr(torch.ops.ptqx, "_cuda_marker")
+        return STATUS
+    except ImportError:
+        pass
+    try:
+        _jit_build()
+        STATUS.loaded, STATUS.how = True, "jit"
+    except Exception as exc:  # noqa: BLE001 - any build failure means "fall back"
+        STATUS.how, STATUS.error = "failed", f"{type(exc).__name__}: {exc}"
+        if _env_flag("PTQX_REQUIRE_NATIVE"):
+            raise RuntimeError(
+                "ptqx: PTQX_REQUIRE_NATIVE=1 but the native kernels failed to build: "
+                f"{STATUS.error}"
+            ) from exc
+        warnings.warn(
+            "ptqx: native kernels unavailable, every op runs its pure-PyTorch reference "
+            f"(slow). Reason: {STATUS.error.splitlines()[0][:300]} "
+            "(set PTQX_VERBOSE_BUILD=1 for the compiler output)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return STATUS

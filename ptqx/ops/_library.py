@@ -1,0 +1,95 @@
+"""The one place that defines every ``torch.ops.ptqx`` schema.
+
+Each op gets three things here:
+1. its schema (``torch.library.Library("ptqx", "DEF")``);
+2. its pure-PyTorch reference from ``reference.py``, registered as the
+   CompositeExplicitAutograd kernel: the default that serves any device with no native
+   kernel, so ptqx works even where nothing was compiled (bitsandbytes' pattern);
+3. a fake (meta) kernel, so the ops trace under ``torch.compile``.
+
+Native kernels (``csrc/cpu``, ``csrc/cuda``) register with ``TORCH_LIBRARY_IMPL(ptqx,
+CPU|CUDA)`` and take precedence over the reference on their device.
+
+Conventions shared by all ops: weights are ``[R, C]`` (R output channels, C inputs per
+channel; conv weights are flattened to ``[R, C*kh*kw]``), quantization is per output
+channel with float32 ``scale[R]`` and ``zero[R]`` (zero holds an integer value), codes
+are ``q = clamp(round_half_even(w / scale) + zero, 0, maxq)`` and the dequantized value
+is ``scale * (q - zero)``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import reference
+
+LIB = torch.library.Library("ptqx", "DEF")
+
+# name -> schema. Keep in sync with TORCH_LIBRARY_IMPL blocks in csrc/.
+SCHEMAS: dict[str, str] = {
+    "quantize_codes": "quantize_codes(Tensor w, Tensor scale, Tensor zero, int maxq) -> Tensor",
+    "fake_quant": "fake_quant(Tensor w, Tensor scale, Tensor zero, int maxq) -> Tensor",
+    "grid_search": (
+        "grid_search(Tensor w, int maxq, bool symmetric, bool include_zero, float norm, "
+        "int grid, int steps) -> (Tensor, Tensor)"
+    ),
+    "obc_quantize_rows": (
+        "obc_quantize_rows(Tensor weight, Tensor hinv, Tensor scale, Tensor zero, int maxq) -> Tensor"
+    ),
+    "pack_weights": "pack_weights(Tensor codes, int bits) -> Tensor",
+    "unpack_weights": "unpack_weights(Tensor packed, int bits, int cols) -> Tensor",
+    "lowbit_linear": (
+        "lowbit_linear(Tensor x, Tensor packed, Tensor scale, Tensor zero, int bits, "
+        "Tensor? bias=None) -> Tensor"
+    ),
+    "logit_scores": "logit_scores(Tensor logits, Tensor labels) -> Tensor",
+}
+
+for _name, _schema in SCHEMAS.items():
+    LIB.define(_schema)
+    LIB.impl(_name, getattr(reference, _name), "CompositeExplicitAutograd")
+
+
+# ---------------------------------------------------------------------------------------
+# Fake kernels: output metadata only.
+
+
+@torch.library.register_fake("ptqx::quantize_codes")
+def _quantize_codes_fake(w, scale, zero, maxq):
+    return torch.empty_like(w, dtype=torch.uint8)
+
+
+@torch.library.register_fake("ptqx::fake_quant")
+def _fake_quant_fake(w, scale, zero, maxq):
+    return torch.empty_like(w)
+
+
+@torch.library.register_fake("ptqx::grid_search")
+def _grid_search_fake(w, maxq, symmetric, include_zero, norm, grid, steps):
+    rows = w.shape[0]
+    return w.new_empty((rows,), dtype=torch.float32), w.new_empty((rows,), dtype=torch.float32)
+
+
+@torch.library.register_fake("ptqx::obc_quantize_rows")
+def _obc_fake(weight, hinv, scale, zero, maxq):
+    return torch.empty_like(weight)
+
+
+@torch.library.register_fake("ptqx::pack_weights")
+def _pack_fake(codes, bits):
+    return codes.new_empty((codes.shape[0], reference.packed_row_bytes(codes.shape[1], bits)), dtype=torch.uint8)
+
+
+@torch.library.register_fake("ptqx::unpack_weights")
+def _unpack_fake(packed, bits, cols):
+    return packed.new_empty((packed.shape[0], cols), dtype=torch.uint8)
+
+
+@torch.library.register_fake("ptqx::lowbit_linear")
+def _lowbit_linear_fake(x, packed, scale, zero, bits, bias=None):
+    return x.new_empty((*x.shape[:-1], scale.shape[0]))
+
+
+@torch.library.register_fake("ptqx::logit_scores")
+def _logit_scores_fake(logits, labels):
+    return logits.new_empty(logits.shape[:-1], dtype=torch.float64)

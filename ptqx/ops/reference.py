@@ -1,0 +1,159 @@
+"""Pure-PyTorch references for every ``torch.ops.ptqx`` op.
+
+Each function follows the published algorithm it cites, line by line where possible,
+and is the semantics the native kernels are tested against. They are also registered as
+the default (CompositeExplicitAutograd) kernels, so ptqx still works where nothing was
+compiled. Inputs are assumed validated by the public wrappers in ``ptqx.ops``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _per_row(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Reshape a per-output-channel vector [R] to broadcast against ``like`` [R, ...]."""
+    return v.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+# ---------------------------------------------------------------------------------------
+# Uniform grid (GPTQ/OBC ``quant.py``: quantize / Quantizer.find_params)
+
+
+def quantize_codes(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq: int) -> torch.Tensor:
+    """Integer codes ``clamp(round(w / scale) + zero, 0, maxq)`` as uint8, shape of ``w``.
+
+    ``torch.round`` rounds half to even, as does the native kernels' ``nearbyint``.
+    """
+    s, z = _per_row(scale, w), _per_row(zero, w)
+    return torch.clamp(torch.round(w / s) + z, 0, maxq).to(torch.uint8)
+
+
+def fake_quant(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq: int) -> torch.Tensor:
+    """Quantize-dequantize: ``scale * (clamp(round(w / scale) + zero, 0, maxq) - zero)``."""
+    s, z = _per_row(scale, w), _per_row(zero, w)
+    q = torch.clamp(torch.round(w / s) + z, 0, maxq)
+    return s * (q - z)
+
+
+def symmetric_zero(maxq: int) -> float:
+    """Zero point of the symmetric grid: the middle code (8 of 0..15, 1 of {0,1,2})."""
+    return float((maxq + 1) // 2)
+
+
+def grid_search(
+    w: torch.Tensor,
+    maxq: int,
+    symmetric: bool,
+    include_zero: bool,
+    norm: float,
+    grid: int,
+    steps: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row scale/zero by shrinking the range, as OBC's ``Quantizer.find_params``.
+
+    Candidate ``i`` in ``range(steps)`` uses the range ``p * (min, max)`` with
+    ``p = 1 - i / grid`` and keeps the one with the least ``sum |w - q(w)|^norm``
+    (first best wins ties). ``steps=1`` is plain min/max; OBC's MSE search is
+    ``grid=100, steps=80`` (p = 1, 0.99, ..., 0.21) with ``norm=2.4``.
+
+    Args:
+        w: float [R, ...]; each row is one output channel.
+    Returns:
+        (scale, zero): float32 [R] each.
+    """
+    x = w.reshape(w.shape[0], -1).to(torch.float32)
+    rows = x.shape[0]
+    if x.shape[1] == 0:
+        return torch.ones(rows, device=w.device), torch.zeros(rows, device=w.device)
+    xmin = x.min(dim=1).values
+    xmax = x.max(dim=1).values
+    if include_zero:
+        xmin = torch.clamp(xmin, max=0)
+        xmax = torch.clamp(xmax, min=0)
+    if symmetric:
+        xmax = torch.maximum(xmin.abs(), xmax)
+        xmin = torch.where(xmin < 0, -xmax, xmin)
+    # A degenerate (constant) row would give scale 0; widen it by one unit each way,
+    # which for an all-zero row is OBC's (-1, +1).
+    degenerate = xmax == xmin
+    xmin = torch.where(degenerate, xmin - 1, xmin)
+    xmax = torch.where(degenerate, xmax + 1, xmax)
+
+    sym_zero = torch.full((rows,), symmetric_zero(maxq), device=w.device)
+    best = torch.full((rows,), float("inf"), device=w.device)
+    best_scale = torch.empty(rows, device=w.device)
+    best_zero = torch.empty(rows, device=w.device)
+    for i in range(max(steps, 1)):
+        p = 1 - i / grid
+        xmin1, xmax1 = p * xmin, p * xmax
+        scale1 = (xmax1 - xmin1) / maxq
+        zero1 = sym_zero if symmetric else torch.round(-xmin1 / scale1)
+        err = (fake_quant(x, scale1, zero1, maxq) - x).abs().pow(norm).sum(dim=1)
+        better = err < best
+        best = torch.where(better, err, best)
+        best_scale = torch.where(better, scale1, best_scale)
+        best_zero = torch.where(better, zero1, best_zero)
+    return best_scale, best_zero
+
+
+# ---------------------------------------------------------------------------------------
+# OBC row-wise greedy quantization (Frantar & Alistarh 2022, IST-DASLab/OBC trueobs.py)
+
+
+def obc_quantize_rows(
+    weight: torch.Tensor, hinv: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq: int
+) -> torch.Tensor:
+    raise NotImplementedError("reference obc_quantize_rows: see the OBC issue")
+
+
+# ---------------------------------------------------------------------------------------
+# Packed low-bit weights
+
+
+def packed_row_bytes(cols: int, bits: int) -> int:
+    """Bytes one packed row of ``cols`` codes takes at ``bits`` bits."""
+    raise NotImplementedError("packed layout: see the packed-linear issue")
+
+
+def pack_weights(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    raise NotImplementedError("reference pack_weights")
+
+
+def unpack_weights(packed: torch.Tensor, bits: int, cols: int) -> torch.Tensor:
+    raise NotImplementedError("reference unpack_weights")
+
+
+def lowbit_linear(
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor,
+    bits: int,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    raise NotImplementedError("reference lowbit_linear")
+
+
+# ---------------------------------------------------------------------------------------
+# LiRA score (Carlini et al. 2022, "Membership Inference Attacks From First Principles")
+
+
+def logit_scores(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Logit-scaled confidence ``log p_y - log(sum_{k != y} p_k)`` in float64.
+
+    With softmax p the two normalisers cancel, so the score is
+    ``z_y - logsumexp_{k != y} z_k``: no probability is ever formed, nothing underflows,
+    and the result is finite for any finite logits (K >= 2).
+
+    Args:
+        logits: float [..., K].
+        labels: int64 [...] in [0, K).
+    Returns:
+        float64 [...].
+    """
+    z = logits.to(torch.float64)
+    idx = labels.to(torch.int64).unsqueeze(-1)
+    z_y = torch.gather(z, -1, idx).squeeze(-1)
+    others = z.scatter(-1, idx, float("-inf"))
+    return z_y - torch.logsumexp(others, dim=-1)
