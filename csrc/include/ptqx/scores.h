@@ -16,10 +16,9 @@
 #include <limits>
 
 #include "ptqx/fastmath.h"
+#include "ptqx/logit_dtype.h"
 
 namespace ptqx {
-
-enum class LogitDtype : int { F32 = 0, F64 = 1, F16 = 2, BF16 = 3 };
 
 namespace detail {
 
