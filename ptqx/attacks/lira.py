@@ -34,7 +34,8 @@ no-op, but with leave-one-out would drop one arbitrary model from half the examp
   reference models on that side), computed separately for IN and OUT, so the OUT side
   gets its own sigma_out;
 - an sd of 0 (a side with a single reference model, or identical scores) is replaced by
-  that side's pooled sd instead of 1e-30, which would turn one coincidence into an
+  that side's pooled sd (or, if that side has no spread anywhere, as with N = 3, the
+  pooled sd of both sides) instead of 1e-30, which would turn one coincidence into an
   astronomically confident vote.
 
 Both modes are NaN-free: a side with no reference model takes the other side's
@@ -83,18 +84,31 @@ def raw_std_loo(inp: AttackInputs, member: bool) -> torch.Tensor:
     return torch.sqrt(m2 / total.clamp(min=1))
 
 
+def _pooled_moments(inp: AttackInputs, member: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of c * sd^2, sum of c) over examples and views of one side, per target: [N] x2."""
+    loo = inp.loo
+    sd = loo.std_in if member else loo.std_out
+    c = (loo.count_in if member else loo.count_out).to(torch.float64)  # [N, M]
+    return (c.unsqueeze(-1) * sd * sd).sum(dim=(1, 2)), c.sum(1) * sd.shape[2]
+
+
 def pooled_std_loo(inp: AttackInputs, member: bool) -> torch.Tensor:
     """Pooled within-example sd of the IN (or OUT) side, per target n: float64 [N].
 
     ``sqrt(sum_(m,v) c[n,m] sd[n,m,v]^2 / sum_(m,v) c[n,m])`` with c the side's
-    leave-one-out model count; sides without models weigh 0.
+    leave-one-out model count (sides without models weigh 0). Where a side has no
+    spread at all (every side holds at most one model, e.g. N = 3), the pooled sd of
+    both sides together is used, and 1e-30 if even that is 0.
     """
-    loo = inp.loo
-    sd = loo.std_in if member else loo.std_out
-    c = (loo.count_in if member else loo.count_out).to(torch.float64)  # [N, M]
-    num = (c.unsqueeze(-1) * sd * sd).sum(dim=(1, 2))
-    den = c.sum(1) * sd.shape[2]
-    return torch.sqrt(num / den.clamp(min=1))
+
+    def make():
+        num, den = _pooled_moments(inp, member)
+        num_o, den_o = _pooled_moments(inp, not member)
+        side = torch.sqrt(num / den.clamp(min=1))
+        both = torch.sqrt((num + num_o) / (den + den_o).clamp(min=1))
+        return torch.where(side > 0, side, both).clamp(min=FAITHFUL_EPS)
+
+    return inp.cached(f"pooled_std_{member}", make)
 
 
 def _sigma_ptqx(inp: AttackInputs, member: bool) -> torch.Tensor:
@@ -102,8 +116,7 @@ def _sigma_ptqx(inp: AttackInputs, member: bool) -> torch.Tensor:
 
     def make():
         sd = inp.loo.std_in if member else inp.loo.std_out
-        pooled = pooled_std_loo(inp, member).clamp(min=FAITHFUL_EPS)[:, None, None]
-        return torch.where(sd > 0, sd, pooled)
+        return torch.where(sd > 0, sd, pooled_std_loo(inp, member)[:, None, None])
 
     return inp.cached(f"sigma_ptqx_{member}", make)
 
@@ -113,8 +126,7 @@ def _fixed_sigma(inp: AttackInputs, member: bool, mode: str) -> torch.Tensor:
     if mode == "faithful":
         sd = inp.cached(f"raw_std_{member}", lambda: raw_std_loo(inp, member)) + FAITHFUL_EPS
     else:
-        sd = inp.cached(f"pooled_std_{member}", lambda: pooled_std_loo(inp, member))
-        sd = sd.clamp(min=FAITHFUL_EPS)
+        sd = pooled_std_loo(inp, member)
     return sd[:, None, None]
 
 
