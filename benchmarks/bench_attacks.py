@@ -65,6 +65,10 @@ def test_loo_native_audit(benchmark, audit):
 def test_lira_all_five(benchmark, audit, mode):
     x, keep = audit
     out = benchmark.pedantic(
-        attack_statistics, args=(LIRA_ATTACKS, x, x, keep), kwargs={"mode": mode}, rounds=5, iterations=1
+        attack_statistics,
+        args=(LIRA_ATTACKS, x, x, keep),
+        kwargs={"mode": mode},
+        rounds=5,
+        iterations=1,
     )
     assert set(out) == set(LIRA_ATTACKS)
