@@ -1,0 +1,199 @@
+"""Metrics against hand-computed ROC cases, sklearn, and explicit resampling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sklearn.metrics
+import torch
+
+from ptqx.attacks import evaluate, roc_curve, summarize_accuracy
+from ptqx.attacks.metrics import _metrics, _SortedPairs
+
+
+def _ev(stat, keep, **kw):
+    return evaluate(
+        np.asarray(stat, float).reshape(1, -1),
+        np.asarray(keep, bool).reshape(1, -1),
+        n_bootstrap=0,
+        **kw,
+    )
+
+
+def test_hand_computed_roc():
+    # Sorted: 4(+) 3(-) 2(+) 1(-): vertices (0,0) (0,.5) (.5,.5) (.5,1) (1,1).
+    stat, keep = [4, 3, 2, 1], [1, 0, 1, 0]
+    fpr, tpr, thr = roc_curve(np.array([stat], float), np.array([keep], bool))
+    np.testing.assert_array_equal(fpr, [0, 0, 0.5, 0.5, 1])
+    np.testing.assert_array_equal(tpr, [0, 0.5, 0.5, 1, 1])
+    np.testing.assert_array_equal(thr, [np.inf, 4, 3, 2, 1])
+    r = _ev(stat, keep, fprs=(0.4, 0.6))
+    assert r["auc"] == 0.75
+    assert r["balanced_accuracy"] == 0.75
+    # First vertex reaching 0.75 is (0, .5): TP 1, FP 0, FN 1 -> F1 = 2/3.
+    assert r["f1"] == pytest.approx(2 / 3)
+    assert r["tpr@0.4"] == 0.5 and r["tpr@0.4_interp"] == 0.5
+    assert r["tpr@0.6"] == 1.0
+    # Between (.5, 1) and (1, 1): flat.
+    assert r["tpr@0.6_interp"] == 1.0
+
+
+def test_ties():
+    # Tied pair 1(+),1(-) enters together: vertices (0,0) (0,.5) (.5,1) (1,1).
+    stat, keep = [2, 1, 1, 0], [1, 1, 0, 0]
+    fpr, tpr, _ = roc_curve(np.array([stat], float), np.array([keep], bool))
+    np.testing.assert_array_equal(fpr, [0, 0, 0.5, 1])
+    np.testing.assert_array_equal(tpr, [0, 0.5, 1, 1])
+    r = _ev(stat, keep, fprs=(0.25,))
+    assert r["auc"] == 0.875  # Mann-Whitney: (1 + 1 + 1/2 + 1) / 4
+    assert r["tpr@0.25"] == 0.5  # last vertex with FPR < 0.25 is (0, .5)
+    assert r["tpr@0.25_interp"] == 0.75  # halfway along the tied segment
+    # All tied: the diagonal.
+    r = _ev([1, 1, 1, 1], [1, 0, 1, 0], fprs=(0.5,))
+    assert r["auc"] == 0.5 and r["balanced_accuracy"] == 0.5 and r["tpr@0.5"] == 0.0
+    assert r["tpr@0.5_interp"] == 0.5
+
+
+def test_perfect_and_inverted():
+    r = _ev([5, 4, 3, 2, 1, 0], [1, 1, 1, 0, 0, 0], fprs=(1e-3,))
+    assert r["auc"] == 1 and r["balanced_accuracy"] == 1 and r["f1"] == 1
+    assert r["tpr@0.001"] == 1 and r["tpr@0.001_interp"] == 1
+    r = _ev([0, 1, 2, 3, 4, 5], [1, 1, 1, 0, 0, 0], fprs=(1e-3,))
+    assert r["auc"] == 0 and r["balanced_accuracy"] == 0.5 and r["tpr@0.001"] == 0
+
+
+def test_random_agrees_with_sklearn():
+    rng = np.random.default_rng(0)
+    keep = rng.random((6, 500)) < 0.5
+    stat = np.round(rng.normal(size=(6, 500)) + 0.3 * keep, 1)  # many ties
+    r = evaluate(stat, keep, n_bootstrap=0)
+    assert r["auc"] == pytest.approx(
+        sklearn.metrics.roc_auc_score(keep.ravel(), stat.ravel()), abs=1e-12
+    )
+    fpr, tpr, thr = roc_curve(stat, keep)
+    sf, st, sthr = sklearn.metrics.roc_curve(keep.ravel(), stat.ravel(), drop_intermediate=False)
+    np.testing.assert_allclose(fpr, sf)
+    np.testing.assert_allclose(tpr, st)
+    np.testing.assert_allclose(thr[1:], sthr[1:])
+    # Quant-MIA's reading on sklearn's default (thinned) curve; continuous scores so
+    # thinning only removes collinear horizontal/vertical points.
+    cont = rng.normal(size=(6, 500)) + 0.5 * keep
+    sf, st, _ = sklearn.metrics.roc_curve(keep.ravel(), cont.ravel())
+    r = evaluate(cont, keep, n_bootstrap=0)
+    for t in (1e-3, 1e-2):
+        assert r[f"tpr@{t:g}"] == st[np.where(sf < t)[0][-1]]
+    assert r["balanced_accuracy"] == pytest.approx(np.max(1 - (sf + (1 - st)) / 2), abs=1e-15)
+    # Random statistic: AUC near 1/2.
+    noise = rng.normal(size=(6, 500))
+    assert abs(evaluate(noise, keep, n_bootstrap=0)["auc"] - 0.5) < 0.03
+
+
+def test_weighted_replicate_equals_explicit_resampling():
+    # A bootstrap replicate weights pair (n, m) by (draws of n) * (draws of m); it must
+    # equal the metrics of the explicitly resampled (duplicated) pairs.
+    rng = np.random.default_rng(1)
+    n, m = 5, 60
+    keep = rng.random((n, m)) < 0.5
+    stat = np.round(rng.normal(size=(n, m)) + keep, 1)
+    a_t = rng.multinomial(n, np.full(n, 1 / n))
+    a_e = rng.multinomial(m, np.full(m, 1 / m))
+    w = np.outer(a_t, a_e)
+    sp = _SortedPairs(stat, keep)
+    ws = w.reshape(-1)[sp.order][None]
+    got = _metrics(sp.cumulative(ws, sp.labels), sp.cumulative(ws, 1 - sp.labels), (0.05,))
+    rep_s = np.repeat(stat.ravel(), w.ravel())
+    rep_k = np.repeat(keep.ravel(), w.ravel())
+    want = evaluate(rep_s[None], rep_k[None], n_bootstrap=0, fprs=(0.05,))
+    for key in ("auc", "balanced_accuracy", "f1", "tpr@0.05", "tpr@0.05_interp"):
+        assert got[key][0] == pytest.approx(want[key], abs=1e-12), key
+    assert want["auc"] == pytest.approx(sklearn.metrics.roc_auc_score(rep_k, rep_s), abs=1e-12)
+
+
+def test_bootstrap_ci_seeded_and_sensible():
+    rng = np.random.default_rng(2)
+    keep = rng.random((8, 300)) < 0.5
+    stat = rng.normal(size=(8, 300)) + keep
+    a = evaluate(stat, keep, n_bootstrap=100, seed=3)
+    b = evaluate(stat, keep, n_bootstrap=100, seed=3)
+    c = evaluate(stat, keep, n_bootstrap=100, seed=4)
+    assert a == b and a["ci"] != c["ci"]
+    for key in ("auc", "balanced_accuracy", "f1", "tpr@0.01_interp"):
+        lo, hi = a["ci"][key]
+        assert lo <= a[key] <= hi and hi > lo, key
+    assert a["n_bootstrap"] == 100 and a["ci_level"] == 0.95
+    assert evaluate(stat, keep, n_bootstrap=0)["ci"] == {}
+    assert (a["n_members"], a["n_nonmembers"]) == (int(keep.sum()), int((~keep).sum()))
+
+
+def test_subset_rates():
+    rng = np.random.default_rng(5)
+    n, m = 6, 400
+    keep = rng.random((n, m)) < 0.5
+    calib = keep & (rng.random((n, m)) < 0.3)
+    stat = rng.normal(size=(n, m)) + 1.0 * keep + 2.0 * calib  # calibration leaks more
+    subsets = {"calibration members": calib, "other members": keep & ~calib, "non-members": ~keep}
+    r = evaluate(stat, keep, n_bootstrap=50, subsets=subsets, fprs=(0.01, 0.1))
+    fpr, _, thr = roc_curve(stat, keep)
+    for t in (0.01, 0.1):
+        tau = thr[np.where(fpr < t)[0][-1]]
+        for name, mask in subsets.items():
+            want = (stat[mask] >= tau).mean()
+            assert r["subsets"][name][f"rate@{t:g}"] == pytest.approx(want, abs=1e-15)
+        assert r["subsets"]["non-members"][f"rate@{t:g}"] < t  # an FPR below the level
+        lo, hi = r["subsets"]["calibration members"]["ci"][f"rate@{t:g}"]
+        assert lo <= r["subsets"]["calibration members"][f"rate@{t:g}"] <= hi
+    s = r["subsets"]
+    assert s["calibration members"]["rate@0.1"] > s["other members"]["rate@0.1"]
+    assert s["calibration members"]["n_pairs"] == int(calib.sum())
+
+
+def test_torch_inputs_and_roc_thinning():
+    rng = np.random.default_rng(6)
+    keep = rng.random((4, 2000)) < 0.5
+    stat = rng.normal(size=(4, 2000)) + keep
+    a = evaluate(torch.from_numpy(stat), torch.from_numpy(keep), n_bootstrap=0)
+    b = evaluate(stat, keep, n_bootstrap=0)
+    assert a == b
+    fpr, tpr, thr = roc_curve(stat, keep, max_points=50)
+    assert fpr.size <= 52 and fpr[0] == 0 and fpr[-1] == 1 and tpr[-1] == 1
+    assert (np.diff(fpr) >= 0).all() and (np.diff(tpr) >= 0).all()
+
+
+def test_summarize_accuracy():
+    s = summarize_accuracy([0.9, 0.8, 0.7])
+    assert s["mean"] == pytest.approx(0.8) and s["std"] == pytest.approx(0.1) and s["n"] == 3
+    assert summarize_accuracy(torch.tensor([0.5]))["std"] == 0.0
+    with pytest.raises(ValueError, match="values"):
+        summarize_accuracy([])
+    with pytest.raises(ValueError, match="values"):
+        summarize_accuracy([0.5, float("nan")])
+
+
+def test_bad_inputs():
+    rng = np.random.default_rng(7)
+    keep = rng.random((3, 10)) < 0.5
+    stat = rng.normal(size=(3, 10))
+    bad = stat.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="stat"):
+        evaluate(bad, keep)
+    with pytest.raises(TypeError, match="keep"):
+        evaluate(stat, keep.astype(int))
+    with pytest.raises(ValueError, match="keep"):
+        evaluate(stat, keep[:, :5])
+    with pytest.raises(ValueError, match="keep"):
+        evaluate(stat, np.ones_like(keep))
+    with pytest.raises(ValueError, match="fprs"):
+        evaluate(stat, keep, fprs=(0.0,))
+    with pytest.raises(ValueError, match="fprs"):
+        evaluate(stat, keep, fprs=(1.5,))
+    with pytest.raises(ValueError, match="n_bootstrap"):
+        evaluate(stat, keep, n_bootstrap=-1)
+    with pytest.raises(ValueError, match="stat"):
+        evaluate(stat.ravel(), keep.ravel())
+    with pytest.raises(ValueError, match="subsets"):
+        evaluate(stat, keep, subsets={"x": keep[:, :3]})
+    with pytest.raises(TypeError, match="stat"):
+        evaluate(stat.tolist(), keep)
+    with pytest.raises(ValueError, match="max_points"):
+        roc_curve(stat, keep, max_points=1)
