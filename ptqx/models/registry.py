@@ -93,3 +93,9 @@ def build_model(
     if not isinstance(model, nn.Module):
         raise ValueError(f"name: {name!r} returned {type(model).__name__}, expected an nn.Module")
     return model
+
+
+def default_model(dataset_name: str) -> str:
+    """The architecture the audit uses for a dataset: small_cnn for the grayscale sets,
+    the paper's resnet18 for the RGB ones (and for npz files)."""
+    return "small_cnn" if dataset_name in ("digits", "fashion-mnist") else "resnet18"
