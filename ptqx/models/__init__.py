@@ -6,4 +6,12 @@ from .registry import MODELS, build_model, default_model
 from .resnet import BasicBlock, ResNet18
 from .small_cnn import SmallCNN
 
-__all__ = ["MODELS", "BasicBlock", "ResNet18", "SmallCNN", "batched_logits", "build_model", "default_model"]
+__all__ = [
+    "MODELS",
+    "BasicBlock",
+    "ResNet18",
+    "SmallCNN",
+    "batched_logits",
+    "build_model",
+    "default_model",
+]

@@ -47,7 +47,9 @@ class TrainConfig:
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay: expected >= 0, got {self.weight_decay!r}")
         if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label_smoothing: expected a value in [0, 1), got {self.label_smoothing!r}")
+            raise ValueError(
+                f"label_smoothing: expected a value in [0, 1), got {self.label_smoothing!r}"
+            )
         for name in ("augment", "nesterov"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}: expected a bool, got {getattr(self, name)!r}")

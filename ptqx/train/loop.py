@@ -18,7 +18,9 @@ ProgressFn = Callable[[int, int, float], None]
 def _indices(indices: object, n: int) -> torch.Tensor:
     arr = np.asarray(indices)
     if arr.ndim != 1 or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
-        raise ValueError(f"indices: expected a 1-D integer array, got {arr.dtype} {list(arr.shape)}")
+        raise ValueError(
+            f"indices: expected a 1-D integer array, got {arr.dtype} {list(arr.shape)}"
+        )
     if arr.size == 0:
         raise ValueError("indices: empty; a model needs at least one training example")
     if arr.min() < 0 or arr.max() >= n:
@@ -81,7 +83,9 @@ def train_model(
     )
     steps_per_epoch = math.ceil(n / config.batch_size)
     total = config.epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1.0 + math.cos(math.pi * t / total)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda t: 0.5 * (1.0 + math.cos(math.pi * t / total))
+    )
     for epoch in range(config.epochs):
         perm = torch.randperm(n, generator=gen).to(device)
         loss_sum = torch.zeros((), device=device)
@@ -91,7 +95,9 @@ def train_model(
             if config.augment:
                 xb = dataset.augment(xb, gen)
             logits = model(dataset.normalize(xb))
-            loss = nn.functional.cross_entropy(logits, y_all[bi], label_smoothing=config.label_smoothing)
+            loss = nn.functional.cross_entropy(
+                logits, y_all[bi], label_smoothing=config.label_smoothing
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

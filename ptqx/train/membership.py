@@ -26,7 +26,11 @@ def balanced_keep(n_models: int, n_examples: int, *, pkeep: float = 0.5, seed: i
     for arg, v, lo in (("n_models", n_models, 1), ("n_examples", n_examples, 0)):
         if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < lo:
             raise ValueError(f"{arg}: expected an int >= {lo}, got {v!r}")
-    if isinstance(pkeep, bool) or not isinstance(pkeep, int | float) or not 0.0 < float(pkeep) <= 1.0:
+    if (
+        isinstance(pkeep, bool)
+        or not isinstance(pkeep, int | float)
+        or not 0.0 < float(pkeep) <= 1.0
+    ):
         raise ValueError(f"pkeep: expected a number in (0, 1], got {pkeep!r}")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
