@@ -42,6 +42,8 @@ def test_batched_logits(benchmark, case, method):
     fn = {"vmap": vmap_logits, "loop": loop_logits}[method]
     benchmark.group = case
     benchmark.extra_info["images_per_s"] = None
-    out = benchmark.pedantic(fn, args=(models, x), rounds=5 if arch == "small_cnn" else 3, warmup_rounds=1)
+    out = benchmark.pedantic(
+        fn, args=(models, x), rounds=5 if arch == "small_cnn" else 3, warmup_rounds=1
+    )
     assert out.shape == (n, batch, 10)
     benchmark.extra_info["images_per_s"] = n * batch / benchmark.stats.stats.median

@@ -62,7 +62,9 @@ def test_seeded_build_is_reproducible_and_leaves_global_rng():
 
 
 def test_module_callable():
-    m = build_model("tests.custom_models:tiny_mlp", num_classes=3, in_channels=1, image_size=8, hidden=5)
+    m = build_model(
+        "tests.custom_models:tiny_mlp", num_classes=3, in_channels=1, image_size=8, hidden=5
+    )
     assert m[1].in_features == 64 and m[1].out_features == 5 and m[3].out_features == 3
 
 
@@ -97,7 +99,10 @@ def _models(arch, n, c, size, **kw):
     for i in range(n):
         m = build_model(arch, num_classes=7, in_channels=c, image_size=size, seed=i, **kw)
         with torch.no_grad():  # distinct running statistics per model
-            m.train()(torch.randn(16, c, size, size, generator=torch.Generator().manual_seed(100 + i)) * (i + 1))
+            m.train()(
+                torch.randn(16, c, size, size, generator=torch.Generator().manual_seed(100 + i))
+                * (i + 1)
+            )
         out.append(m)
     return out
 
@@ -133,7 +138,9 @@ def test_batched_equals_loop_resnet18():
     x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     want = _loop(models, x)
     for method in ("vmap", "loop"):
-        torch.testing.assert_close(batched_logits(models, x, method=method), want, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            batched_logits(models, x, method=method), want, rtol=1e-4, atol=1e-5
+        )
 
 
 def test_batched_empty_and_default_chunk():
