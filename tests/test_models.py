@@ -96,9 +96,8 @@ def test_bad_model_args():
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    # (Autouse: every test in this module.) Small convs run fastest single-threaded; on a
-    # shared 2-core machine two OpenMP
-    # threads can be several times slower. Restored for the other test files.
+    # Autouse, so every test in this module: small convs run fastest single-threaded, and
+    # on a shared 2-core machine two OpenMP threads can be several times slower.
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
