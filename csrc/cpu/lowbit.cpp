@@ -18,6 +18,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <vector>
 
 #include "ptqx/lowbit.h"
@@ -26,11 +27,19 @@ namespace ptqx {
 namespace {
 
 // Tokens from which the dequantize-to-cache + GEMM path beats the register GEMV
-// (measured on znver3, 2 threads: benchmarks/bench_lowbit.py).
-constexpr int64_t kGemmMinTokens = 24;
-// fp32 bytes of one dequantized row block: about half an L2 per thread pair, so the
-// block is still in cache when the GEMM reads it.
-constexpr int64_t kTileBytes = 1 << 20;
+// (measured on znver3, 2 threads: benchmarks/bench_lowbit.py). PTQX_LOWBIT_GEMM_MIN_TOKENS
+// overrides it (read once), for re-tuning on another CPU.
+int64_t gemm_min_tokens() {
+  static const int64_t v = [] {
+    const char* e = std::getenv("PTQX_LOWBIT_GEMM_MIN_TOKENS");
+    return e ? std::max<int64_t>(1, std::atoll(e)) : int64_t{24};
+  }();
+  return v;
+}
+// fp32 bytes of one dequantized row block: it must stay in cache (L2 + the 32 MB L3)
+// until the GEMM reads it, yet be large enough that the GEMM runs at full speed and
+// the two parallel regions per block (dequantize, GEMM) are few.
+constexpr int64_t kTileBytes = 4 << 20;
 
 void check_bits(int64_t bits) {
   TORCH_CHECK(bits == 2 || bits == 4, "bits: expected 2 or 4 (ternary codes use 2), got ", bits);
@@ -118,7 +127,7 @@ at::Tensor lowbit_linear_cpu(const at::Tensor& x_, const at::Tensor& packed_, co
   const float* zp = zero.const_data_ptr<float>();
   const float* bp = bias.defined() ? bias.const_data_ptr<float>() : nullptr;
 
-  if (ntok < kGemmMinTokens || cols == 0) {
+  if (ntok < gemm_min_tokens() || cols == 0) {
     // Pad x with zeros to whole blocks so the kernel never reads past a row.
     at::Tensor xp = x;
     if (cpad != cols) {

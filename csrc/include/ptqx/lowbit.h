@@ -128,9 +128,10 @@ inline float hsum(__m256 v) {
 
 // NR rows x NT tokens, all column blocks. xp: [NT tokens] rows of ldx floats, zero-padded
 // past cols to the whole blocks, so padding codes (0 - zero) multiply 0.
-// 2-bit: a vpermps over the 8-entry table (i & 3) - zero turns the low 3 bits of each
-// lane straight into the float (code - zero): the bit above the code belongs to the next
-// code and is ignored by the table's repetition, so no mask and no int->float convert.
+// 2-bit: vpermilps reads only the low 2 bits of each 32-bit lane, so with the in-lane
+// table {0 - z, 1 - z, 2 - z, 3 - z} it turns the lowest code of every lane straight into
+// the float (code - zero): no mask, no int->float convert, one cheap in-lane shuffle
+// (vpermps, the cross-lane form, is 2x slower on znver3: measured).
 // 4-bit: mask, convert, subtract the zero point.
 template <int BITS, int NR, int NT>
 inline void gemv_tile(const uint8_t* packed, int64_t rb, int64_t r0, const float* scale,
@@ -166,7 +167,7 @@ inline void gemv_tile(const uint8_t* packed, int64_t rb, int64_t r0, const float
       __m256 w[NR];
       for (int r = 0; r < NR; ++r) {
         if constexpr (BITS == 2) {
-          w[r] = _mm256_permutevar8x32_ps(tab[r], cur[r]);
+          w[r] = _mm256_permutevar_ps(tab[r], cur[r]);
         } else {
           w[r] = _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_and_si256(cur[r], mask4)), tab[r]);
         }
@@ -193,9 +194,10 @@ template <int BITS, int NT>
 inline void gemv_rows(const uint8_t* packed, int64_t rows, int64_t rb, const float* scale,
                       const float* zero, const float* bias, const float* xp, int64_t ldx,
                       float* y, int64_t ldy) {
-  // Rows per tile: enough to reuse each x load several times while the accumulators
-  // (NR * NT, times 2 sets when few) plus NR weights stay within the 16 ymm registers.
-  constexpr int NR = NT <= 2 ? 4 : (NT <= 4 ? 2 : 1);
+  // Rows per tile: reuse each x load twice where the accumulators (NR * NT, times 2 sets
+  // when few), NR tables, NR packed words and a weight still fit the 16 ymm registers
+  // (NR = 4 at one token spills and is no faster: measured).
+  constexpr int NR = NT <= 4 ? 2 : 1;
   const int64_t groups = rows / NR;
 #pragma omp parallel for schedule(static) if (rows * rb * NT > 32768)
   for (int64_t g = 0; g < groups; ++g)
