@@ -119,5 +119,6 @@ def test_lowbit_linear_cold(benchmark, shape, batch, method):
     fn()  # warm up code paths and allocator
     rows, cols = SHAPES[shape]
     benchmark.extra_info.update(weight_bytes=nbytes, flop=2 * rows * cols * batch)
-    rounds = 30 if rows * cols * batch <= 4096 * 4096 * 8 else 8
+    # Few rounds for the compute-bound cases (seconds each on the shared machine).
+    rounds = 20 if rows * cols * batch <= 4096 * 4096 * 8 else 3
     benchmark.pedantic(fn, setup=_flush, rounds=rounds, iterations=1, warmup_rounds=1)
