@@ -218,6 +218,8 @@ def test_bad_linear_inputs(gen):
         lowbit_linear(x, packed, scale, zero[:1], 2)
     with pytest.raises(ValueError, match="scale.*NaN"):
         lowbit_linear(x, packed, torch.full_like(scale, float("nan")), zero, 2)
+    with pytest.raises(ValueError, match="zero.*NaN"):
+        lowbit_linear(x, packed, scale, torch.full_like(zero, float("inf")), 2)
     with pytest.raises(ValueError, match="bias.*shape"):
         lowbit_linear(x, packed, scale, zero, 2, torch.zeros(7))
     with pytest.raises(TypeError, match="packed.*dtype"):
