@@ -1,0 +1,124 @@
+"""Packed low-bit linear vs fp32 F.linear on the same (dequantized) weights.
+
+Run:  PTQX_REQUIRE_NATIVE=1 python -m pytest benchmarks/bench_lowbit.py -q \\
+          --benchmark-group-by=param:shape,param:batch --benchmark-columns=min,median
+
+Each group (one shape, one batch) holds, measured in the same run:
+- ``fp32``: ``F.linear(x, W)`` with W the dequantized fp32 weight (the baseline);
+- ``ptqx-2bit`` / ``ptqx-ternary`` / ``ptqx-4bit``: ``ptqx.ops.lowbit_linear``;
+- ``dequant-then-linear``: the naive fake-quant path (unpack, dequantize, F.linear),
+  i.e. ``ptqx.ops.reference.lowbit_linear``;
+- ``torch-int8``: ``aten._weight_int8pack_mm`` (int8 per-channel weight-only);
+- ``torch-int4``: ``aten._weight_int4pack_mm_for_cpu`` (int4 with per-group scale/zero,
+  group 256, the coarsest it accepts: finer than our per-channel grid, so it does a bit
+  more work per weight).
+
+Cold weights: before every timed call, ``setup`` writes a 96 MiB buffer (3x the 32 MiB
+L3), which evicts the weights (and everything else) from the caches, so each call reads
+its weights from DRAM as a layer does in a real forward pass over a large model.
+Each benchmark's ``extra_info`` holds the weight bytes it reads (for GB/s).
+Tests never assert on time; ratios are read from the report (see benchmarks/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ptqx.ops as ops
+from ptqx.ops import reference
+
+# (R, C): CIFAR ResNet-18 conv layers flattened (256x2304, 512x4608) and LLM-sized
+# projections (4096x4096, 11008x4096).
+SHAPES = {
+    "256x2304": (256, 2304),
+    "512x4608": (512, 4608),
+    "4096x4096": (4096, 4096),
+    "11008x4096": (11008, 4096),
+}
+BATCHES = [1, 8, 64, 256]
+METHODS = [
+    "fp32",
+    "ptqx-2bit",
+    "ptqx-ternary",
+    "ptqx-4bit",
+    "dequant-then-linear",
+    "torch-int8",
+    "torch-int4",
+]
+
+_FLUSH = torch.empty(96 * 1024 * 1024 // 4)
+
+
+def _flush():
+    _FLUSH.add_(1.0)
+
+
+_LAYERS: dict = {}
+
+
+def _layer(shape: str, levels: int):
+    key = (shape, levels)
+    if key not in _LAYERS:
+        rows, cols = SHAPES[shape]
+        g = torch.Generator().manual_seed(0)
+        codes = torch.randint(0, levels, (rows, cols), generator=g, dtype=torch.uint8)
+        scale = torch.rand(rows, generator=g) * 0.02 + 1e-3
+        zero = torch.full((rows,), float(levels // 2))
+        bits = 2 if levels <= 4 else 4
+        _LAYERS.clear()  # keep memory bounded: one layer at a time
+        _LAYERS[key] = (codes, ops.pack_weights(codes, bits), scale, zero, bits)
+    return _LAYERS[key]
+
+
+def _make(method: str, shape: str, batch: int):
+    """Return (callable, weight bytes read per call) or raise pytest.skip."""
+    rows, cols = SHAPES[shape]
+    x = torch.randn(batch, cols, generator=torch.Generator().manual_seed(1))
+    levels = {"ptqx-2bit": 4, "ptqx-ternary": 3, "ptqx-4bit": 16}.get(method, 16)
+    codes, packed, scale, zero, bits = _layer(shape, levels)
+    if method.startswith("ptqx-"):
+        return (lambda: ops.lowbit_linear(x, packed, scale, zero, bits)), packed.numel()
+    if method == "fp32":
+        w = reference.dequantize_packed(packed, scale, zero, bits, cols)
+        return (lambda: F.linear(x, w)), w.numel() * 4
+    if method == "dequant-then-linear":
+        return (lambda: reference.lowbit_linear(x, packed, scale, zero, bits)), packed.numel()
+    if method == "torch-int8":
+        w8 = (codes.to(torch.int16) - 8).to(torch.int8)
+        try:
+            torch.ops.aten._weight_int8pack_mm(x[:1], w8, scale)
+        except Exception as e:  # pragma: no cover - depends on the torch build
+            pytest.skip(f"aten._weight_int8pack_mm does not run here: {e}")
+        return (lambda: torch.ops.aten._weight_int8pack_mm(x, w8, scale)), w8.numel()
+    if method == "torch-int4":
+        group = 256
+        if cols % group:
+            pytest.skip(f"aten._weight_int4pack_mm_for_cpu needs C % {group} == 0")
+        try:
+            wp = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32), 1)
+            qsz = torch.stack(
+                [scale.expand(cols // group, rows), torch.zeros(cols // group, rows)], -1
+            )
+            qsz = qsz.contiguous()
+            torch.ops.aten._weight_int4pack_mm_for_cpu(x[:1], wp, group, qsz)
+        except Exception as e:  # pragma: no cover - depends on the torch build
+            pytest.skip(f"aten._weight_int4pack_mm_for_cpu does not run here: {e}")
+        return (lambda: torch.ops.aten._weight_int4pack_mm_for_cpu(x, wp, group, qsz)), wp.numel()
+    raise AssertionError(method)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_lowbit_linear_cold(benchmark, shape, batch, method):
+    if method == "dequant-then-linear" and batch > 8:
+        pytest.skip("naive path timed at batch 1 and 8 only (it is 16-25x slower)")
+    fn, nbytes = _make(method, shape, batch)
+    fn()  # warm up code paths and allocator
+    rows, cols = SHAPES[shape]
+    benchmark.extra_info.update(weight_bytes=nbytes, flop=2 * rows * cols * batch)
+    # Few rounds for the compute-bound cases (seconds each on the shared machine).
+    rounds = 20 if rows * cols * batch <= 4096 * 4096 * 8 else 3
+    benchmark.pedantic(fn, setup=_flush, rounds=rounds, iterations=1, warmup_rounds=1)

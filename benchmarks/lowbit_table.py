@@ -1,0 +1,53 @@
+"""Turn a pytest-benchmark JSON of bench_lowbit.py into the RESULTS.md table.
+
+Usage: python benchmarks/lowbit_table.py results.json [min|median]
+Speed-up = fp32 time / method time in the same group (> 1: faster than fp32);
+GB/s = weight bytes read per call / time.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+
+
+def main(path: str, stat: str = "min") -> None:
+    data = json.load(open(path))
+    groups: dict = defaultdict(dict)
+    for b in data["benchmarks"]:
+        p = b["params"]
+        groups[(p["shape"], p["batch"])][p["method"]] = (
+            b["stats"][stat],
+            b["extra_info"]["weight_bytes"],
+        )
+    methods = [
+        "ptqx-2bit",
+        "ptqx-ternary",
+        "ptqx-4bit",
+        "dequant-then-linear",
+        "torch-int8",
+        "torch-int4",
+    ]
+    print("| shape | batch | fp32 ms (GB/s) | " + " | ".join(methods) + " |")
+    print("|" + "---|" * (3 + len(methods)))
+    for (shape, batch), row in groups.items():
+        if "fp32" not in row:
+            continue
+        tf, bf = row["fp32"]
+        cells = []
+        for m in methods:
+            if m in row:
+                t, nb = row[m]
+                cells.append(f"x{tf / t:.2f} ({nb / t / 1e9:.1f} GB/s)")
+            else:
+                cells.append("-")
+        print(
+            f"| {shape} | {batch} | {tf * 1e3:.2f} ({bf / tf / 1e9:.1f}) | "
+            + " | ".join(cells)
+            + " |"
+        )
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

@@ -1,0 +1,183 @@
+// CPU bindings for packed low-bit weights (schemas: ptqx/ops/_library.py; kernels:
+// csrc/include/ptqx/lowbit.h).
+//
+// lowbit_linear picks one of two paths by batch size (tokens = x.numel() / C):
+// - few tokens: a GEMV that streams the packed bytes once per group of up to 8 tokens
+//   and unpacks in registers (memory-bound regime: 8-16x fewer weight bytes than fp32);
+// - many tokens: dequantize a block of rows into a small fp32 buffer that stays in
+//   cache and hand it to ATen's GEMM (compute-bound regime: same FLOPs as fp32, the
+//   weights are read from cache instead of DRAM).
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/aminmax.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/zeros.h>
+#include <c10/core/ScalarType.h>
+#include <c10/util/accumulate.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <vector>
+
+#include "ptqx/lowbit.h"
+
+namespace ptqx {
+namespace {
+
+// Tokens from which the dequantize-to-cache + GEMM path beats the register GEMV
+// (measured on znver3, 2 threads: benchmarks/bench_lowbit.py). PTQX_LOWBIT_GEMM_MIN_TOKENS
+// overrides it (read once), for re-tuning on another CPU.
+int64_t gemm_min_tokens() {
+  static const int64_t v = [] {
+    const char* e = std::getenv("PTQX_LOWBIT_GEMM_MIN_TOKENS");
+    return e ? std::max<int64_t>(1, std::atoll(e)) : int64_t{24};
+  }();
+  return v;
+}
+// fp32 bytes of one dequantized row block: it must stay in cache (L2 + the 32 MB L3)
+// until the GEMM reads it, yet be large enough that the GEMM runs at full speed and
+// the two parallel regions per block (dequantize, GEMM) are few.
+constexpr int64_t kTileBytes = 4 << 20;
+
+void check_bits(int64_t bits) {
+  TORCH_CHECK(bits == 2 || bits == 4, "bits: expected 2 or 4 (ternary codes use 2), got ", bits);
+}
+
+at::Tensor pack_weights_cpu(const at::Tensor& codes_, int64_t bits) {
+  check_bits(bits);
+  TORCH_CHECK(codes_.dim() == 2, "codes: expected 2 dimensions [R, C], got ", codes_.sizes());
+  const auto st = codes_.scalar_type();
+  TORCH_CHECK(st == at::kByte || st == at::kChar || st == at::kShort || st == at::kInt || st == at::kLong,
+              "codes: expected an integer dtype, got ", st);
+  const int64_t maxq = (int64_t{1} << bits) - 1;
+  at::Tensor codes = codes_;
+  if (st != at::kByte) {
+    if (codes.numel()) {
+      auto [lo, hi] = at::aminmax(codes);
+      const int64_t l = lo.item<int64_t>(), h = hi.item<int64_t>();
+      TORCH_CHECK(l >= 0 && h <= maxq, "codes: values must lie in [0, ", maxq, "] for bits=", bits,
+                  ", got range [", l, ", ", h, "]");
+    }
+    codes = codes.to(at::kByte);
+  }
+  codes = codes.contiguous();
+  const int64_t rows = codes.size(0), cols = codes.size(1);
+  auto out = at::empty({rows, lowbit::row_bytes(cols, static_cast<int>(bits))}, codes.options());
+  const int64_t bad = lowbit::pack_rows(codes.const_data_ptr<uint8_t>(), rows, cols,
+                                        static_cast<int>(bits), out.mutable_data_ptr<uint8_t>());
+  TORCH_CHECK(bad == 0, "codes: values must lie in [0, ", maxq, "] for bits=", bits, ", found ", bad,
+              " larger code(s)");
+  return out;
+}
+
+void check_packed(const at::Tensor& packed, int64_t bits, int64_t cols) {
+  TORCH_CHECK(packed.scalar_type() == at::kByte, "packed: expected uint8, got ", packed.scalar_type());
+  TORCH_CHECK(packed.dim() == 2, "packed: expected 2 dimensions, got ", packed.sizes());
+  const int64_t want = lowbit::row_bytes(cols, static_cast<int>(bits));
+  TORCH_CHECK(packed.size(1) == want, "packed: expected ", want, " bytes per row for ", cols,
+              " columns at ", bits, " bits, got shape ", packed.sizes());
+}
+
+at::Tensor unpack_weights_cpu(const at::Tensor& packed_, int64_t bits, int64_t cols) {
+  check_bits(bits);
+  TORCH_CHECK(cols >= 0, "cols: expected >= 0, got ", cols);
+  check_packed(packed_, bits, cols);
+  auto packed = packed_.contiguous();
+  const int64_t rows = packed.size(0);
+  auto out = at::empty({rows, cols}, packed.options());
+  lowbit::unpack_rows(packed.const_data_ptr<uint8_t>(), rows, cols, static_cast<int>(bits),
+                      out.mutable_data_ptr<uint8_t>());
+  return out;
+}
+
+at::Tensor lowbit_linear_cpu(const at::Tensor& x_, const at::Tensor& packed_, const at::Tensor& scale_,
+                             const at::Tensor& zero_, int64_t bits, const std::optional<at::Tensor>& bias_) {
+  check_bits(bits);
+  TORCH_CHECK(x_.scalar_type() == at::kFloat, "x: expected float32, got ", x_.scalar_type());
+  TORCH_CHECK(x_.dim() >= 1, "x: expected at least 1 dimension");
+  const int64_t cols = x_.size(-1);
+  check_packed(packed_, bits, cols);
+  const int64_t rows = packed_.size(0);
+  TORCH_CHECK(scale_.scalar_type() == at::kFloat && scale_.dim() == 1 && scale_.size(0) == rows,
+              "scale: expected float32 [", rows, "], got ", scale_.scalar_type(), " ", scale_.sizes());
+  TORCH_CHECK(zero_.scalar_type() == at::kFloat && zero_.dim() == 1 && zero_.size(0) == rows,
+              "zero: expected float32 [", rows, "], got ", zero_.scalar_type(), " ", zero_.sizes());
+  at::Tensor bias;
+  if (bias_.has_value()) {
+    bias = bias_->contiguous();
+    TORCH_CHECK(bias.scalar_type() == at::kFloat && bias.dim() == 1 && bias.size(0) == rows,
+                "bias: expected float32 [", rows, "], got ", bias.scalar_type(), " ", bias.sizes());
+  }
+  auto packed = packed_.contiguous(), scale = scale_.contiguous(), zero = zero_.contiguous();
+  {
+    const float* s = scale.const_data_ptr<float>();
+    const float* z = zero.const_data_ptr<float>();
+    int64_t bad_s = 0, bad_z = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      bad_s += !std::isfinite(s[r]);
+      bad_z += !std::isfinite(z[r]);
+    }
+    TORCH_CHECK_VALUE(bad_s == 0, "scale: contains ", bad_s, " NaN/Inf value(s)");
+    TORCH_CHECK_VALUE(bad_z == 0, "zero: contains ", bad_z, " NaN/Inf value(s)");
+  }
+  // Product of the leading dims (reshape({-1, 0}) is ambiguous when C == 0).
+  const int64_t ntok = c10::multiply_integers(x_.sizes().begin(), x_.sizes().end() - 1);
+  auto x = x_.reshape({ntok, cols}).contiguous();
+  std::vector<int64_t> out_shape(x_.sizes().begin(), x_.sizes().end());
+  out_shape.back() = rows;
+  auto out = at::empty({ntok, rows}, x.options());
+  if (ntok == 0 || rows == 0) return out.reshape(out_shape);
+
+  const int ibits = static_cast<int>(bits);
+  const int64_t rb = lowbit::row_bytes(cols, ibits);
+  const int64_t cpad = rb / lowbit::kBlockBytes * lowbit::codes_per_block(ibits);
+  const uint8_t* pp = packed.const_data_ptr<uint8_t>();
+  const float* sp = scale.const_data_ptr<float>();
+  const float* zp = zero.const_data_ptr<float>();
+  const float* bp = bias.defined() ? bias.const_data_ptr<float>() : nullptr;
+
+  if (ntok < gemm_min_tokens() || cols == 0) {
+    // Pad x with zeros to whole blocks so the kernel never reads past a row.
+    at::Tensor xp = x;
+    if (cpad != cols) {
+      xp = at::zeros({ntok, cpad}, x.options());
+      xp.narrow(1, 0, cols).copy_(x);
+    }
+    const float* xptr = xp.const_data_ptr<float>();
+    float* yp = out.mutable_data_ptr<float>();
+    for (int64_t t0 = 0; t0 < ntok; t0 += lowbit::kGemvMaxTokens) {
+      const int nt = static_cast<int>(std::min<int64_t>(lowbit::kGemvMaxTokens, ntok - t0));
+      lowbit::gemv(pp, rows, cols, ibits, sp, zp, bp, xptr + t0 * cpad, cpad, nt, yp + t0 * rows, rows);
+    }
+    return out.reshape(out_shape);
+  }
+
+  const int64_t tile_rows =
+      std::min<int64_t>(rows, std::max<int64_t>(16, kTileBytes / (4 * cpad) / 16 * 16));
+  auto wt = at::empty({tile_rows, cpad}, x.options());
+  for (int64_t r0 = 0; r0 < rows; r0 += tile_rows) {
+    const int64_t n = std::min(tile_rows, rows - r0);
+    lowbit::dequant_rows(pp, rb, ibits, r0, r0 + n, sp, zp, wt.mutable_data_ptr<float>(), cpad);
+    auto w = wt.narrow(0, 0, n).narrow(1, 0, cols);
+    auto o = out.narrow(1, r0, n);
+    if (bp) {
+      at::addmm_out(o, bias.narrow(0, r0, n), x, w.t());
+    } else {
+      at::mm_out(o, x, w.t());
+    }
+  }
+  return out.reshape(out_shape);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ptqx, CPU, m) {
+  m.impl("pack_weights", &pack_weights_cpu);
+  m.impl("unpack_weights", &unpack_weights_cpu);
+  m.impl("lowbit_linear", &lowbit_linear_cpu);
+}
+
+}  // namespace ptqx

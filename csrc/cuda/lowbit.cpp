@@ -1,0 +1,129 @@
+// CUDA bindings for packed low-bit weights: check, pick the stream, call the launcher.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/aminmax.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <c10/util/accumulate.h>
+#include <torch/library.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "ptqx/cuda/lowbit.h"
+
+namespace ptqx {
+namespace {
+
+int64_t packed_row_bytes(int64_t cols, int64_t bits) {
+  const int64_t per = 256 / bits;
+  return 32 * ((cols + per - 1) / per);
+}
+
+void check_bits(int64_t bits) {
+  TORCH_CHECK(bits == 2 || bits == 4, "bits: expected 2 or 4 (ternary codes use 2), got ", bits);
+}
+
+void check_packed(const at::Tensor& packed, int64_t bits, int64_t cols) {
+  TORCH_CHECK(packed.is_cuda(), "packed: expected a CUDA tensor");
+  TORCH_CHECK(packed.scalar_type() == at::kByte, "packed: expected uint8, got ", packed.scalar_type());
+  TORCH_CHECK(packed.dim() == 2, "packed: expected 2 dimensions, got ", packed.sizes());
+  const int64_t want = packed_row_bytes(cols, bits);
+  TORCH_CHECK(packed.size(1) == want, "packed: expected ", want, " bytes per row for ", cols,
+              " columns at ", bits, " bits, got shape ", packed.sizes());
+}
+
+// The kernels read whole 32-bit words: make sure the base is 4-byte aligned.
+at::Tensor aligned_contiguous(const at::Tensor& t) {
+  auto c = t.contiguous();
+  if (reinterpret_cast<uintptr_t>(c.const_data_ptr()) % 4 != 0) c = c.clone();
+  return c;
+}
+
+at::Tensor pack_weights_cuda(const at::Tensor& codes_, int64_t bits) {
+  check_bits(bits);
+  TORCH_CHECK(codes_.is_cuda(), "codes: expected a CUDA tensor");
+  TORCH_CHECK(codes_.dim() == 2, "codes: expected 2 dimensions [R, C], got ", codes_.sizes());
+  const auto st = codes_.scalar_type();
+  TORCH_CHECK(st == at::kByte || st == at::kChar || st == at::kShort || st == at::kInt || st == at::kLong,
+              "codes: expected an integer dtype, got ", st);
+  c10::cuda::CUDAGuard guard(codes_.device());
+  const int64_t maxq = (int64_t{1} << bits) - 1;
+  if (codes_.numel()) {
+    auto [lo, hi] = at::aminmax(codes_);
+    const int64_t l = lo.item<int64_t>(), h = hi.item<int64_t>();
+    TORCH_CHECK(l >= 0 && h <= maxq, "codes: values must lie in [0, ", maxq, "] for bits=", bits,
+                ", got range [", l, ", ", h, "]");
+  }
+  auto codes = codes_.to(at::kByte).contiguous();
+  const int64_t rows = codes.size(0), cols = codes.size(1);
+  auto out = at::empty({rows, packed_row_bytes(cols, bits)}, codes.options());
+  auto err = cuda::lowbit_pack(codes.const_data_ptr<uint8_t>(), rows, cols, int(bits),
+                               out.mutable_data_ptr<uint8_t>(), c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "pack_weights: CUDA launch failed: ", cudaGetErrorString(err));
+  return out;
+}
+
+at::Tensor unpack_weights_cuda(const at::Tensor& packed_, int64_t bits, int64_t cols) {
+  check_bits(bits);
+  TORCH_CHECK(cols >= 0, "cols: expected >= 0, got ", cols);
+  check_packed(packed_, bits, cols);
+  c10::cuda::CUDAGuard guard(packed_.device());
+  auto packed = aligned_contiguous(packed_);
+  const int64_t rows = packed.size(0);
+  auto out = at::empty({rows, cols}, packed.options());
+  auto err = cuda::lowbit_unpack(packed.const_data_ptr<uint8_t>(), rows, cols, int(bits),
+                                 out.mutable_data_ptr<uint8_t>(), c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "unpack_weights: CUDA launch failed: ", cudaGetErrorString(err));
+  return out;
+}
+
+at::Tensor lowbit_linear_cuda(const at::Tensor& x_, const at::Tensor& packed_, const at::Tensor& scale_,
+                              const at::Tensor& zero_, int64_t bits, const std::optional<at::Tensor>& bias_) {
+  check_bits(bits);
+  TORCH_CHECK(x_.is_cuda(), "x: expected a CUDA tensor");
+  TORCH_CHECK(x_.scalar_type() == at::kFloat, "x: expected float32, got ", x_.scalar_type());
+  TORCH_CHECK(x_.dim() >= 1, "x: expected at least 1 dimension");
+  const int64_t cols = x_.size(-1);
+  check_packed(packed_, bits, cols);
+  TORCH_CHECK(packed_.device() == x_.device(), "packed: expected a tensor on ", x_.device());
+  const int64_t rows = packed_.size(0);
+  TORCH_CHECK(scale_.device() == x_.device() && scale_.scalar_type() == at::kFloat && scale_.dim() == 1 &&
+                  scale_.size(0) == rows,
+              "scale: expected float32 [", rows, "] on ", x_.device());
+  TORCH_CHECK(zero_.device() == x_.device() && zero_.scalar_type() == at::kFloat && zero_.dim() == 1 &&
+                  zero_.size(0) == rows,
+              "zero: expected float32 [", rows, "] on ", x_.device());
+  at::Tensor bias;
+  if (bias_.has_value()) {
+    bias = bias_->contiguous();
+    TORCH_CHECK(bias.device() == x_.device() && bias.scalar_type() == at::kFloat && bias.dim() == 1 &&
+                    bias.size(0) == rows,
+                "bias: expected float32 [", rows, "] on ", x_.device());
+  }
+  c10::cuda::CUDAGuard guard(x_.device());
+  const int64_t ntok = c10::multiply_integers(x_.sizes().begin(), x_.sizes().end() - 1);
+  auto x = x_.reshape({ntok, cols}).contiguous();
+  auto packed = aligned_contiguous(packed_);
+  auto scale = scale_.contiguous(), zero = zero_.contiguous();
+  std::vector<int64_t> out_shape(x_.sizes().begin(), x_.sizes().end());
+  out_shape.back() = rows;
+  auto out = at::empty({ntok, rows}, x.options());
+  auto err = cuda::lowbit_linear(x.const_data_ptr<float>(), packed.const_data_ptr<uint8_t>(),
+                                 scale.const_data_ptr<float>(), zero.const_data_ptr<float>(),
+                                 bias.defined() ? bias.const_data_ptr<float>() : nullptr, ntok, rows, cols,
+                                 int(bits), out.mutable_data_ptr<float>(), c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "lowbit_linear: CUDA launch failed: ", cudaGetErrorString(err));
+  return out.reshape(out_shape);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ptqx, CUDA, m) {
+  m.impl("pack_weights", &pack_weights_cuda);
+  m.impl("unpack_weights", &unpack_weights_cuda);
+  m.impl("lowbit_linear", &lowbit_linear_cuda);
+}
+
+}  // namespace ptqx
