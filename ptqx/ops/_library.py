@@ -86,9 +86,7 @@ def _obc_order_fake(weight, hinv, scale, zero, maxq):
 
 @torch.library.register_fake("ptqx::pack_weights")
 def _pack_fake(codes, bits):
-    return codes.new_empty(
-        (codes.shape[0], reference.packed_row_bytes(codes.shape[1], bits)), dtype=torch.uint8
-    )
+    return codes.new_empty((codes.shape[0], reference.packed_row_bytes(codes.shape[1], bits)), dtype=torch.uint8)
 
 
 @torch.library.register_fake("ptqx::unpack_weights")
