@@ -20,9 +20,7 @@ def _per_row(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 # Uniform grid (GPTQ/OBC ``quant.py``: quantize / Quantizer.find_params)
 
 
-def quantize_codes(
-    w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq: int
-) -> torch.Tensor:
+def quantize_codes(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq: int) -> torch.Tensor:
     """Integer codes ``clamp(round(w / scale) + zero, 0, maxq)`` as uint8, shape of ``w``.
 
     ``torch.round`` rounds half to even, as does the native kernels' ``nearbyint``.
