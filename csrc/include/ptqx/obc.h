@@ -46,7 +46,7 @@ namespace obc {
 // Register tile for the fold: kMR rows x (kNV SIMD vectors) columns.
 
 constexpr int kMR = 4;
-constexpr int kNV = 2;
+constexpr int kNV = 3;
 
 template <typename T>
 struct Simd {  // portable fallback: one lane
@@ -63,6 +63,7 @@ struct Simd<float> {
   static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
   static V bcast(const float* p) { return _mm256_broadcast_ss(p); }
   static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
 };
 template <>
 struct Simd<double> {
@@ -73,6 +74,7 @@ struct Simd<double> {
   static void store(double* p, V v) { _mm256_storeu_pd(p, v); }
   static V bcast(const double* p) { return _mm256_broadcast_sd(p); }
   static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
+  static V sub(V a, V b) { return _mm256_sub_pd(a, b); }
 };
 #endif
 
@@ -93,7 +95,10 @@ inline void tile_kernel(const T* vr, const T* vp, int64_t K, T* out) {
       for (int v = 0; v < kNV; ++v) acc[r][v] = S::zero();
     for (int64_t p = 0; p < K; ++p) {
       typename S::V b[kNV];
-      for (int v = 0; v < kNV; ++v) b[v] = S::load(vp + p * NR + v * S::L);
+      for (int v = 0; v < kNV; ++v) {
+        b[v] = S::load(vp + p * NR + v * S::L);
+        asm("" : "+x"(b[v]));  // keep b in a register: GCC would re-load it per FMA
+      }
       for (int r = 0; r < kMR; ++r) {
         const typename S::V a = S::bcast(vr + r * K + p);
         for (int v = 0; v < kNV; ++v) acc[r][v] = S::fma(a, b[v], acc[r][v]);
@@ -112,6 +117,76 @@ inline void tile_kernel(const T* vr, const T* vp, int64_t K, T* out) {
     }
 }
 
+#if defined(__AVX2__) && defined(__FMA__)
+// Interior tile (entirely below the diagonal): A[i0+r][c0+c] -= acc, and the same values
+// stored transposed at A[c0+c][i0+r], 4 rows at a time after an in-register transpose.
+inline void mirror_store(float* A, int64_t ld, int64_t i0, int64_t c0, const __m256 (&v)[kMR][kNV]) {
+  for (int k = 0; k < kNV; ++k) {
+    const __m256 t0 = _mm256_unpacklo_ps(v[0][k], v[1][k]), t1 = _mm256_unpackhi_ps(v[0][k], v[1][k]);
+    const __m256 t2 = _mm256_unpacklo_ps(v[2][k], v[3][k]), t3 = _mm256_unpackhi_ps(v[2][k], v[3][k]);
+    const __m256 u[4] = {_mm256_shuffle_ps(t0, t2, 0x44), _mm256_shuffle_ps(t0, t2, 0xEE),
+                         _mm256_shuffle_ps(t1, t3, 0x44), _mm256_shuffle_ps(t1, t3, 0xEE)};
+    float* base = A + (c0 + 8 * k) * ld + i0;
+    for (int c = 0; c < 4; ++c) {
+      _mm_storeu_ps(base + c * ld, _mm256_castps256_ps128(u[c]));
+      _mm_storeu_ps(base + (c + 4) * ld, _mm256_extractf128_ps(u[c], 1));
+    }
+  }
+}
+inline void mirror_store(double* A, int64_t ld, int64_t i0, int64_t c0, const __m256d (&v)[kMR][kNV]) {
+  for (int k = 0; k < kNV; ++k) {
+    const __m256d t0 = _mm256_unpacklo_pd(v[0][k], v[1][k]), t1 = _mm256_unpackhi_pd(v[0][k], v[1][k]);
+    const __m256d t2 = _mm256_unpacklo_pd(v[2][k], v[3][k]), t3 = _mm256_unpackhi_pd(v[2][k], v[3][k]);
+    double* base = A + (c0 + 4 * k) * ld + i0;
+    _mm256_storeu_pd(base, _mm256_permute2f128_pd(t0, t2, 0x20));
+    _mm256_storeu_pd(base + ld, _mm256_permute2f128_pd(t1, t3, 0x20));
+    _mm256_storeu_pd(base + 2 * ld, _mm256_permute2f128_pd(t0, t2, 0x31));
+    _mm256_storeu_pd(base + 3 * ld, _mm256_permute2f128_pd(t1, t3, 0x31));
+  }
+}
+#endif
+
+template <typename T>
+inline void tile_interior(const T* vr, const T* vp, int64_t K, T* A, int64_t ld, int64_t i0,
+                          int64_t c0) {
+  constexpr int NR = tile_cols<T>();
+#if defined(__AVX2__) && defined(__FMA__)
+  if constexpr (Simd<T>::L > 1) {
+    using S = Simd<T>;
+    typename S::V acc[kMR][kNV];
+    for (int r = 0; r < kMR; ++r)
+      for (int v = 0; v < kNV; ++v) acc[r][v] = S::zero();
+    for (int64_t p = 0; p < K; ++p) {
+      typename S::V b[kNV];
+      for (int v = 0; v < kNV; ++v) {
+        b[v] = S::load(vp + p * NR + v * S::L);
+        asm("" : "+x"(b[v]));  // keep b in a register: GCC would re-load it per FMA
+      }
+      for (int r = 0; r < kMR; ++r) {
+        const typename S::V a = S::bcast(vr + r * K + p);
+        for (int v = 0; v < kNV; ++v) acc[r][v] = S::fma(a, b[v], acc[r][v]);
+      }
+    }
+    for (int r = 0; r < kMR; ++r)
+      for (int v = 0; v < kNV; ++v) {
+        T* a = A + (i0 + r) * ld + c0 + v * S::L;
+        acc[r][v] = S::sub(S::load(a), acc[r][v]);
+        S::store(a, acc[r][v]);
+      }
+    mirror_store(A, ld, i0, c0, acc);
+    return;
+  }
+#endif
+  alignas(64) T out[kMR * NR];
+  tile_kernel<T>(vr, vp, K, out);
+  for (int r = 0; r < kMR; ++r)
+    for (int c = 0; c < NR; ++c) {
+      const T v = A[(i0 + r) * ld + c0 + c] - out[r * NR + c];
+      A[(i0 + r) * ld + c0 + c] = v;
+      A[(c0 + c) * ld + i0 + r] = v;
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Per-thread working state for one row at a time.
 
@@ -123,7 +198,7 @@ struct RowWorkspace {
   std::vector<T> vrow;   // packed pivots by row: [n rounded up to kMR, K]
   std::vector<T> vpk;    // packed pivots by column panel: [n/NR, K, NR]
   std::vector<T> w, diag, col, score, err, q;
-  std::vector<int64_t> idx, keep;
+  std::vector<int64_t> idx, keep, runs;
   std::vector<uint8_t> done;
 
   RowWorkspace(int64_t cols, int64_t b) : C(cols), batch(b) {
@@ -148,11 +223,23 @@ void fold(RowWorkspace<T>& ws, const T* src, int64_t m, int64_t K) {
   T* A = ws.A.data();
   const int64_t* keep = ws.keep.data();
 
-  // 1. Compact the lower triangle (the upper one is rewritten by the mirror below).
+  // 1. Compact the lower triangle (the upper one is rewritten by the mirror below). The
+  //    kept entries form at most batch + 1 runs of consecutive indices: move runs.
+  std::vector<int64_t>& runs = ws.runs;  // (new start, old start) pairs, then m
+  runs.clear();
+  for (int64_t a = 0; a < m; ++a)
+    if (a == 0 || keep[a] != keep[a - 1] + 1) runs.push_back(a), runs.push_back(keep[a]);
+  const int64_t nruns = int64_t(runs.size()) / 2;
+  runs.push_back(m);
   for (int64_t a = 0; a < m; ++a) {
     const T* srow = src + keep[a] * C;
     T* drow = A + a * C;
-    for (int64_t b = 0; b <= a; ++b) drow[b] = srow[keep[b]];
+    for (int64_t r = 0; r < nruns; ++r) {
+      const int64_t b0 = runs[2 * r];
+      if (b0 > a) break;
+      const int64_t b1 = std::min(r + 1 < nruns ? runs[2 * r + 2] : m, a + 1);
+      std::memmove(drow + b0, srow + runs[2 * r + 1], sizeof(T) * (b1 - b0));
+    }
   }
   if (K == 0) {
     for (int64_t a = 0; a < m; ++a)
@@ -183,20 +270,10 @@ void fold(RowWorkspace<T>& ws, const T* src, int64_t m, int64_t K) {
     for (int64_t i0 = jc / kMR * kMR; i0 < m; i0 += kMR) {
       const int64_t cend = std::min(jend, i0 + kMR);  // columns <= last row of the group
       for (int64_t c0 = jc; c0 < cend; c0 += NR) {
-        tile_kernel<T>(vrow + i0 * K, vpk + c0 * K, K, out);
-        const bool interior = c0 + NR <= i0 && i0 + kMR <= m;
-        if (interior) {
-          for (int r = 0; r < kMR; ++r) {
-            T* arow = A + (i0 + r) * C + c0;
-            const T* o = out + r * NR;
-#pragma omp simd
-            for (int c = 0; c < NR; ++c) arow[c] -= o[c];
-          }
-          for (int c = 0; c < NR; ++c) {
-            T* mrow = A + (c0 + c) * C + i0;
-            for (int r = 0; r < kMR; ++r) mrow[r] = A[(i0 + r) * C + c0 + c];
-          }
+        if (c0 + NR <= i0 && i0 + kMR <= m) {
+          tile_interior<T>(vrow + i0 * K, vpk + c0 * K, K, A, C, i0, c0);
         } else {
+          tile_kernel<T>(vrow + i0 * K, vpk + c0 * K, K, out);
           for (int r = 0; r < kMR; ++r) {
             const int64_t i = i0 + r;
             if (i >= m) break;
@@ -224,6 +301,78 @@ inline bool better_max(T s, T best) {
   return s > best || (std::isnan(s) && !std::isnan(best));
 }
 
+// Grid value, squared error and score of entries [i0, n), with the reference's masking:
+// quantized entries get err = 0 and score = +inf.
+template <typename T>
+inline void score_range(const T* w, const T* diag, const uint8_t* done, int64_t i0, int64_t n,
+                        T s, T z, T maxq, T* qv, T* err, T* score) {
+  const T inf = std::numeric_limits<T>::infinity();
+#pragma omp simd
+  for (int64_t i = i0; i < n; ++i) {
+    const T qq = s * (quantize_code(w[i], s, z, maxq) - z);
+    const T e = w[i] - qq;
+    const T e2 = done[i] ? T(0) : e * e;
+    qv[i] = qq;
+    err[i] = e2;
+    score[i] = done[i] ? inf : e2 / diag[i];
+  }
+}
+
+// The entry OBC fixes next: argmin score, or argmax err under the outlier rule; exactly
+// torch.argmin/argmax over the masked arrays as the reference computes them.
+template <typename T>
+inline int64_t pick(const T* w, const T* err, const T* score, int64_t n, T outlier) {
+  T mn = std::numeric_limits<T>::infinity(), mx = T(0);
+  int nans = 0;
+#pragma omp simd reduction(min : mn) reduction(max : mx) reduction(+ : nans)
+  for (int64_t i = 0; i < n; ++i) {
+    mn = score[i] < mn ? score[i] : mn;
+    mx = err[i] > mx ? err[i] : mx;
+    nans += (score[i] != score[i]) | (err[i] != err[i]);
+  }
+  int64_t j = 0, jmax = 0;
+  bool any_outlier;
+  if (nans == 0) {
+    while (j < n - 1 && score[j] != mn) ++j;
+    any_outlier = mx > outlier;
+    if (any_outlier && w[j] != T(0))
+      while (jmax < n - 1 && err[jmax] != mx) ++jmax;
+  } else {  // rare (degenerate Hinv): the plain scalar scans with NaN-wins ordering
+    T best = score[0], emax = err[0];
+    any_outlier = err[0] > outlier;
+    for (int64_t i = 1; i < n; ++i) {
+      if (better_min(score[i], best)) j = i, best = score[i];
+      if (better_max(err[i], emax)) jmax = i, emax = err[i];
+      any_outlier |= err[i] > outlier;
+    }
+  }
+  return any_outlier && w[j] != T(0) ? jmax : j;
+}
+
+// col[i] = row[i] - sum_{p<K} U[p][j] U[p][i] for i < n, in chunks held in registers
+// across the K pivots (one load per FMA instead of a load and a store).
+template <typename T>
+inline void column(const T* row, const T* U, int64_t ld, int64_t j, int64_t K, int64_t n, T* col) {
+  constexpr int CH = 64 / sizeof(T) * 2;  // two cache lines per chunk
+  int64_t i0 = 0;
+  for (; i0 + CH <= n; i0 += CH) {
+    T acc[CH];
+    for (int c = 0; c < CH; ++c) acc[c] = row[i0 + c];
+    for (int64_t p = 0; p < K; ++p) {
+      const T f = U[p * ld + j];
+      const T* up = U + p * ld + i0;
+#pragma omp simd
+      for (int c = 0; c < CH; ++c) acc[c] -= f * up[c];
+    }
+    for (int c = 0; c < CH; ++c) col[i0 + c] = acc[c];
+  }
+  for (int64_t i = i0; i < n; ++i) {
+    T a = row[i];
+    for (int64_t p = 0; p < K; ++p) a -= U[p * ld + j] * U[p * ld + i];
+    col[i] = a;
+  }
+}
+
 // One row. h0: shared initial Hinv [C, C]; w_in: the row [C]; q_out [C]; order [C] or null.
 template <typename T>
 void quantize_row(RowWorkspace<T>& ws, const T* h0, const T* w_in, T s, T z, T maxq, T* q_out,
@@ -249,60 +398,33 @@ void quantize_row(RowWorkspace<T>& ws, const T* h0, const T* w_in, T s, T z, T m
   const T* cur = h0;  // matrix the next column is read from (h0 until the first fold)
   int64_t n = C;      // entries in compact coordinates (includes this batch's picks)
   int64_t K = 0;      // pending pivots
+  score_range(w, diag, done, 0, n, s, z, maxq, qv, err, score);
 
   for (int64_t step = 0; step < C; ++step) {
-    // Scores over all compact entries (vectorisable), then the picks (scalar).
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) {
-      const T qq = s * (quantize_code(w[i], s, z, maxq) - z);
-      const T e = w[i] - qq;
-      qv[i] = qq;
-      err[i] = e * e;
-      score[i] = err[i] / diag[i];
-    }
-    int64_t jmin = -1, jmax = -1;
-    T best = std::numeric_limits<T>::infinity(), emax = T(0);
-    bool any_outlier = false;
-    for (int64_t i = 0; i < n; ++i) {
-      if (done[i]) continue;
-      if (jmin < 0 || better_min(score[i], best)) jmin = i, best = score[i];
-      if (jmax < 0 || better_max(err[i], emax)) jmax = i, emax = err[i];
-      any_outlier |= err[i] > outlier;
-    }
-    // torch.argmin over a row whose live scores are all +inf returns the first live one
-    // too (masked entries are +inf as well, but come first only if lower-indexed: the
-    // reference then picks a masked entry; that needs diag = 0, excluded by the checks).
-    int64_t j = jmin;
-    if (any_outlier && w[j] != T(0)) j = jmax;
-
+    const int64_t j = pick(w, err, score, n, outlier);
     const T qj = qv[j];
     q_out[idx[j]] = qj;
     if (order) order[step] = idx[j];
+    if (step == C - 1) break;
 
     // Column j of the current Hinv: row j of the folded matrix minus the pending pivots.
     // (Before the first fold compact coordinates are the original ones and cur is h0.)
-    std::memcpy(col, cur + j * C, sizeof(T) * n);
-    for (int64_t p = 0; p < K; ++p) {
-      const T f = U[p * C + j];
-      const T* up = U + p * C;
-#pragma omp simd
-      for (int64_t i = 0; i < n; ++i) col[i] -= f * up[i];
-    }
+    column(cur + j * C, U, C, j, K, n, col);
     const T d = diag[j];
     const T coef = (w[j] - qj) / d;
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) w[i] -= col[i] * coef;
-    done[j] = 1;
-    if (step == C - 1) break;
-
     const T sd = std::sqrt(d);
+    done[j] = 1;
+    // w -= Hinv[:, j] * coef; u = Hinv[:, j] / sqrt(d); diag -= u^2; then next scores.
     T* up = U + K * C;
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) {
-      const T u = col[i] / sd;
+      const T c = col[i];
+      const T u = c / sd;
+      w[i] -= c * coef;
       up[i] = u;
       diag[i] -= u * u;
     }
+    score_range(w, diag, done, 0, n, s, z, maxq, qv, err, score);
     ++K;
 
     if (K == ws.batch) {
@@ -315,6 +437,9 @@ void quantize_row(RowWorkspace<T>& ws, const T* h0, const T* w_in, T s, T z, T m
         w[a] = w[i];
         diag[a] = diag[i];
         idx[a] = idx[i];
+        qv[a] = qv[i];
+        err[a] = err[i];
+        score[a] = score[i];
         done[a] = 0;
       }
       n = m;
