@@ -38,6 +38,15 @@ def _check_obc(weight, hinv, scale, zero, maxq) -> None:
                 f"hinv: expected a symmetric matrix, max |hinv - hinv^T| = {float(asym):.3g} "
                 f"(diagonal max {float(diag.max()):.3g})"
             )
+        # Positive definiteness (Cholesky in float64: O(C^3/3) once, against the kernel's
+        # R * C^3/6): an indefinite hinv would drive later pivots' diagonals negative.
+        if hinv.device.type != "meta":
+            info = torch.linalg.cholesky_ex(hinv.double()).info
+            if int(info) != 0:
+                raise ValueError(
+                    "hinv: not positive definite (Cholesky failed at column "
+                    f"{int(info) - 1}); pass the inverse of a damped, full-rank Hessian"
+                )
 
 
 def obc_quantize_rows(
