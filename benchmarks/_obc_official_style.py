@@ -21,8 +21,13 @@ def obc_official_style(
     zero: torch.Tensor,
     maxq: int,
     parallel: int = 32,
+    max_steps: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns (Q, order) like the reference; all inputs in one dtype is the official case."""
+    """Returns (Q, order) like the reference; all inputs in one dtype is the official case.
+
+    ``max_steps`` stops every row after that many picks (benchmarks only: each step costs
+    the same full [B, C, C] downdate, so a full run's time is t * C / max_steps).
+    """
     dtype = torch.promote_types(weight.dtype, hinv.dtype)
     W = weight.to(dtype)
     hinv = hinv.to(dtype)
@@ -39,7 +44,7 @@ def obc_official_style(
         s = scale[i1:i2, None].to(dtype)
         z = zero[i1:i2, None].to(dtype)
         outlier = 0.25 * s**2
-        for step in range(cols):
+        for step in range(cols if max_steps is None else min(cols, max_steps)):
             q = s * (torch.clamp(torch.round(w / s) + z, 0, maxq) - z)
             err = (w - q) ** 2
             diag = torch.diagonal(H, dim1=1, dim2=2)

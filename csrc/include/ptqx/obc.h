@@ -46,7 +46,7 @@ namespace obc {
 // Register tile for the fold: kMR rows x (kNV SIMD vectors) columns.
 
 constexpr int kMR = 4;
-constexpr int kNV = 3;
+constexpr int kNV = 2;
 
 template <typename T>
 struct Simd {  // portable fallback: one lane
@@ -83,6 +83,38 @@ constexpr int tile_cols() {
   return kNV * Simd<T>::L;
 }
 
+#if defined(__AVX2__) && defined(__FMA__)
+// acc[r][v] = sum_p vr[r*K + p] * vp[p*NR + v*L ...], the 4 x 2-vector register tile
+// written out with named registers (arrays made GCC spill or re-load the panel).
+template <typename T>
+inline void accumulate(const T* vr, const T* vp, int64_t K,
+                       typename Simd<T>::V (&acc)[kMR][kNV]) {
+  static_assert(kMR == 4 && kNV == 2, "register tile is written out for 4 x 2 vectors");
+  using S = Simd<T>;
+  constexpr int NR = tile_cols<T>();
+  typename S::V c00 = S::zero(), c01 = S::zero(), c10 = S::zero(), c11 = S::zero();
+  typename S::V c20 = S::zero(), c21 = S::zero(), c30 = S::zero(), c31 = S::zero();
+  const T* r0 = vr;
+  const T* r1 = vr + K;
+  const T* r2 = vr + 2 * K;
+  const T* r3 = vr + 3 * K;
+  for (int64_t p = 0; p < K; ++p, vp += NR) {
+    typename S::V b0 = S::load(vp), b1 = S::load(vp + S::L);
+    asm("" : "+x"(b0), "+x"(b1));  // one load each, not a memory operand in every FMA
+    typename S::V a = S::bcast(r0 + p);
+    c00 = S::fma(a, b0, c00), c01 = S::fma(a, b1, c01);
+    a = S::bcast(r1 + p);
+    c10 = S::fma(a, b0, c10), c11 = S::fma(a, b1, c11);
+    a = S::bcast(r2 + p);
+    c20 = S::fma(a, b0, c20), c21 = S::fma(a, b1, c21);
+    a = S::bcast(r3 + p);
+    c30 = S::fma(a, b0, c30), c31 = S::fma(a, b1, c31);
+  }
+  acc[0][0] = c00, acc[0][1] = c01, acc[1][0] = c10, acc[1][1] = c11;
+  acc[2][0] = c20, acc[2][1] = c21, acc[3][0] = c30, acc[3][1] = c31;
+}
+#endif
+
 // out[r][c] = sum_p vr[r*K + p] * vp[p*NR + c] for r < kMR, c < NR.
 template <typename T>
 inline void tile_kernel(const T* vr, const T* vp, int64_t K, T* out) {
@@ -91,19 +123,7 @@ inline void tile_kernel(const T* vr, const T* vp, int64_t K, T* out) {
   if constexpr (Simd<T>::L > 1) {
     using S = Simd<T>;
     typename S::V acc[kMR][kNV];
-    for (int r = 0; r < kMR; ++r)
-      for (int v = 0; v < kNV; ++v) acc[r][v] = S::zero();
-    for (int64_t p = 0; p < K; ++p) {
-      typename S::V b[kNV];
-      for (int v = 0; v < kNV; ++v) {
-        b[v] = S::load(vp + p * NR + v * S::L);
-        asm("" : "+x"(b[v]));  // keep b in a register: GCC would re-load it per FMA
-      }
-      for (int r = 0; r < kMR; ++r) {
-        const typename S::V a = S::bcast(vr + r * K + p);
-        for (int v = 0; v < kNV; ++v) acc[r][v] = S::fma(a, b[v], acc[r][v]);
-      }
-    }
+    accumulate<T>(vr, vp, K, acc);
     for (int r = 0; r < kMR; ++r)
       for (int v = 0; v < kNV; ++v) S::store(out + r * NR + v * S::L, acc[r][v]);
     return;
@@ -154,19 +174,7 @@ inline void tile_interior(const T* vr, const T* vp, int64_t K, T* A, int64_t ld,
   if constexpr (Simd<T>::L > 1) {
     using S = Simd<T>;
     typename S::V acc[kMR][kNV];
-    for (int r = 0; r < kMR; ++r)
-      for (int v = 0; v < kNV; ++v) acc[r][v] = S::zero();
-    for (int64_t p = 0; p < K; ++p) {
-      typename S::V b[kNV];
-      for (int v = 0; v < kNV; ++v) {
-        b[v] = S::load(vp + p * NR + v * S::L);
-        asm("" : "+x"(b[v]));  // keep b in a register: GCC would re-load it per FMA
-      }
-      for (int r = 0; r < kMR; ++r) {
-        const typename S::V a = S::bcast(vr + r * K + p);
-        for (int v = 0; v < kNV; ++v) acc[r][v] = S::fma(a, b[v], acc[r][v]);
-      }
-    }
+    accumulate<T>(vr, vp, K, acc);
     for (int r = 0; r < kMR; ++r)
       for (int v = 0; v < kNV; ++v) {
         T* a = A + (i0 + r) * ld + c0 + v * S::L;
