@@ -104,7 +104,7 @@ def run_both(w, hinv, scale, zero, maxq, device):
 
 
 # 1 row / 1 column, primes, C below / at / just above the CPU kernel's pivot batch
-# (C // 8 clamped to [8, 64]) and its 24-wide tiles, C with many folds (65: batch 8).
+# (C // 8 clamped to [8, 64]) and its 16-wide (f32) / 8-wide (f64) tiles, C with many folds (65: batch 8).
 FLOAT64_SHAPES = [
     (1, 1, 3),
     (1, 2, 2),
