@@ -1,0 +1,103 @@
+// CUDA binding for OBC's row-wise greedy quantization: check, allocate the per-block
+// workspace, call the torch-free launcher (csrc/cuda/obc_kernels.cu).
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <c10/core/ScalarType.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <tuple>
+
+#include "ptqx/cuda/obc.h"
+
+namespace ptqx {
+namespace {
+
+std::tuple<at::Tensor, at::Tensor> run_cuda(const at::Tensor& weight_, const at::Tensor& hinv_,
+                                            const at::Tensor& scale_, const at::Tensor& zero_,
+                                            int64_t maxq, bool with_order) {
+  TORCH_CHECK(weight_.is_cuda() && hinv_.is_cuda() && scale_.is_cuda() && zero_.is_cuda(),
+              "weight/hinv/scale/zero: expected CUDA tensors on one device");
+  TORCH_CHECK(weight_.scalar_type() == at::kFloat || weight_.scalar_type() == at::kDouble,
+              "weight: expected float32 or float64, got ", weight_.scalar_type());
+  TORCH_CHECK(hinv_.scalar_type() == at::kFloat || hinv_.scalar_type() == at::kDouble,
+              "hinv: expected float32 or float64, got ", hinv_.scalar_type());
+  TORCH_CHECK(weight_.dim() == 2, "weight: expected shape [R, C], got ", weight_.sizes());
+  const int64_t rows = weight_.size(0), cols = weight_.size(1);
+  TORCH_CHECK(hinv_.dim() == 2 && hinv_.size(0) == cols && hinv_.size(1) == cols,
+              "hinv: expected shape [", cols, ", ", cols, "], got ", hinv_.sizes());
+  TORCH_CHECK(scale_.scalar_type() == at::kFloat && zero_.scalar_type() == at::kFloat,
+              "scale/zero: expected float32");
+  TORCH_CHECK(scale_.dim() == 1 && scale_.numel() == rows, "scale: expected shape [", rows,
+              "], got ", scale_.sizes());
+  TORCH_CHECK(zero_.dim() == 1 && zero_.numel() == rows, "zero: expected shape [", rows,
+              "], got ", zero_.sizes());
+  TORCH_CHECK(maxq >= 1 && maxq <= 255, "maxq: expected [1, 255], got ", maxq);
+  c10::cuda::CUDAGuard guard(weight_.device());
+
+  const auto dtype = c10::promoteTypes(weight_.scalar_type(), hinv_.scalar_type());
+  auto weight = weight_.to(dtype).contiguous();
+  auto hinv = hinv_.to(dtype).contiguous();
+  auto scale = scale_.contiguous(), zero = zero_.contiguous();
+  auto q = at::zeros({rows, cols}, weight.options());
+  auto order = at::zeros({with_order ? rows : 0, with_order ? cols : 0},
+                         weight.options().dtype(at::kLong));
+  if (rows == 0 || cols == 0) return {q.to(weight_.scalar_type()), order};
+
+  // Same pivot batch rule as the CPU kernel; one block (and one workspace slot holding
+  // two [C, C] matrices) per row in flight, within a quarter of the free memory.
+  const int64_t batch = std::min<int64_t>(
+      std::clamp<int64_t>(cols / 8, 8, cuda::kObcMaxBatch), cols);
+  size_t free_b = 0, total_b = 0;
+  TORCH_CHECK(cudaMemGetInfo(&free_b, &total_b) == cudaSuccess, "obc: cudaMemGetInfo failed");
+  int sms = 0;
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, weight.get_device());
+  const size_t per_slot = dtype == at::kFloat ? cuda::obc_workspace_bytes<float>(cols, batch, 1)
+                                              : cuda::obc_workspace_bytes<double>(cols, batch, 1);
+  int64_t slots = std::min<int64_t>(rows, 2 * std::max(sms, 1));
+  slots = std::min<int64_t>(slots, std::max<int64_t>(1, int64_t(free_b / 4 / per_slot)));
+  auto workspace = at::empty({int64_t(per_slot * slots)}, weight.options().dtype(at::kByte));
+
+  int64_t* order_ptr = with_order ? order.mutable_data_ptr<int64_t>() : nullptr;
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  cudaError_t err;
+  if (dtype == at::kFloat) {
+    err = cuda::obc_quantize_rows<float>(
+        weight.const_data_ptr<float>(), hinv.const_data_ptr<float>(), scale.const_data_ptr<float>(),
+        zero.const_data_ptr<float>(), rows, cols, int(maxq), q.mutable_data_ptr<float>(), order_ptr,
+        batch, slots, workspace.mutable_data_ptr(), stream);
+  } else {
+    err = cuda::obc_quantize_rows<double>(
+        weight.const_data_ptr<double>(), hinv.const_data_ptr<double>(),
+        scale.const_data_ptr<float>(), zero.const_data_ptr<float>(), rows, cols, int(maxq),
+        q.mutable_data_ptr<double>(), order_ptr, batch, slots, workspace.mutable_data_ptr(),
+        stream);
+  }
+  TORCH_CHECK(err == cudaSuccess, "obc_quantize_rows: CUDA launch failed: ", cudaGetErrorString(err));
+  return {q.to(weight_.scalar_type()), order};
+}
+
+at::Tensor obc_quantize_rows_cuda(const at::Tensor& weight, const at::Tensor& hinv,
+                                  const at::Tensor& scale, const at::Tensor& zero, int64_t maxq) {
+  return std::get<0>(run_cuda(weight, hinv, scale, zero, maxq, false));
+}
+
+std::tuple<at::Tensor, at::Tensor> obc_quantize_rows_order_cuda(const at::Tensor& weight,
+                                                                const at::Tensor& hinv,
+                                                                const at::Tensor& scale,
+                                                                const at::Tensor& zero,
+                                                                int64_t maxq) {
+  return run_cuda(weight, hinv, scale, zero, maxq, true);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ptqx, CUDA, m) {
+  m.impl("obc_quantize_rows", &obc_quantize_rows_cuda);
+  m.impl("obc_quantize_rows_order", &obc_quantize_rows_order_cuda);
+}
+
+}  // namespace ptqx
