@@ -1,0 +1,123 @@
+"""GPU benchmarks: every native CUDA kernel against its reference run on the same GPU
+and against the best plain-torch alternative, in one run (ratios, not absolute times).
+
+Skipped without CUDA. Run through ``benchmarks/gpu_check.sh`` on a GPU machine.
+Shapes come from the named lists below (CIFAR ResNet-18 layers, LLM-size linears).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ptqx.ops as ops
+from ptqx.ops import reference
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+RESNET_LAYERS = [(64, 576), (128, 1152), (256, 2304), (512, 4608)]
+LINEAR_SHAPES = [(4096, 4096), (11008, 4096)]
+BATCHES = [1, 8, 64, 256]
+
+
+def _timed(benchmark, fn, *args):
+    """Time ``fn`` with CUDA synchronisation inside the timed call."""
+
+    def run():
+        out = fn(*args)
+        torch.cuda.synchronize()
+        return out
+
+    run()  # warm-up (lazy init, autotuning)
+    return benchmark.pedantic(run, rounds=20, iterations=1, warmup_rounds=2)
+
+
+def _rand_weight(rows, cols, gen_seed=0):
+    g = torch.Generator(device="cuda").manual_seed(gen_seed)
+    return torch.randn(rows, cols, device="cuda", generator=g)
+
+
+@pytest.mark.parametrize("impl", ["native", "reference"])
+@pytest.mark.parametrize("shape", RESNET_LAYERS, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_grid_search(benchmark, shape, impl):
+    benchmark.group = f"grid_search {shape[0]}x{shape[1]}"
+    w = _rand_weight(*shape)
+    fn = (
+        ops.grid_search
+        if impl == "native"
+        else (lambda w, maxq: reference.grid_search(w, maxq, False, True, 2.4, 100, 80))
+    )
+    _timed(benchmark, fn, w, 3)
+
+
+def _spd_hinv(cols):
+    g = torch.Generator(device="cuda").manual_seed(1)
+    x = torch.randn(cols, 4 * cols, device="cuda", generator=g, dtype=torch.float64)
+    h = 2 * x @ x.T / x.shape[1] + 0.01 * torch.eye(cols, device="cuda", dtype=torch.float64)
+    hinv = torch.cholesky_inverse(torch.linalg.cholesky(h))
+    return ((hinv + hinv.T) / 2).float()
+
+
+@pytest.mark.parametrize("impl", ["native", "reference"])
+@pytest.mark.parametrize("shape", RESNET_LAYERS[:2], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_obc(benchmark, shape, impl):
+    benchmark.group = f"obc {shape[0]}x{shape[1]}"
+    rows, cols = shape
+    if impl == "reference":
+        rows = 4  # the row-at-a-time reference is O(R*C^3): time 4 rows and say so
+        benchmark.extra_info["rows_timed"] = rows
+    w = _rand_weight(rows, cols)
+    scale, zero = ops.grid_search(w, 3)
+    hinv = _spd_hinv(cols)
+    fn = ops.obc_quantize_rows if impl == "native" else reference.obc_quantize_rows
+    _timed(benchmark, fn, w, hinv, scale, zero, 3)
+
+
+@pytest.mark.parametrize("impl", ["native", "fp32", "fp16", "dequant"])
+@pytest.mark.parametrize("bits", [2, 4])
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("shape", LINEAR_SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_lowbit_linear(benchmark, shape, batch, bits, impl):
+    benchmark.group = f"lowbit_linear {shape[0]}x{shape[1]} b{batch} {bits}bit"
+    rows, cols = shape
+    g = torch.Generator(device="cuda").manual_seed(2)
+    codes = torch.randint(0, 2**bits, (rows, cols), device="cuda", generator=g, dtype=torch.uint8)
+    scale = torch.rand(rows, device="cuda", generator=g) + 0.5
+    zero = torch.full((rows,), float(2 ** (bits - 1)), device="cuda")
+    x = torch.randn(batch, cols, device="cuda", generator=g)
+    w = scale[:, None] * (codes.float() - zero[:, None])
+    if impl == "native":
+        packed = ops.pack_weights(codes, bits)
+        _timed(benchmark, ops.lowbit_linear, x, packed, scale, zero, bits)
+    elif impl == "fp32":
+        _timed(benchmark, F.linear, x, w)
+    elif impl == "fp16":
+        _timed(benchmark, F.linear, x.half(), w.half())
+    else:  # the naive fake-quant path: dequantize every call, then a dense GEMM
+        _timed(
+            benchmark, lambda x: F.linear(x, scale[:, None] * (codes.float() - zero[:, None])), x
+        )
+
+
+@pytest.mark.parametrize("impl", ["native", "reference"])
+def test_logit_scores(benchmark, impl):
+    benchmark.group = "logit_scores [64, 5000, 2, 100] f32"
+    g = torch.Generator(device="cuda").manual_seed(3)
+    logits = torch.randn(64, 5000, 2, 100, device="cuda", generator=g) * 5
+    labels = torch.randint(0, 100, (64, 5000, 2), device="cuda", generator=g)
+    fn = ops.logit_scores if impl == "native" else reference.logit_scores
+    _timed(benchmark, fn, logits, labels)
+    benchmark.extra_info["bytes"] = logits.numel() * 4
+
+
+@pytest.mark.parametrize("impl", ["native", "reference"])
+def test_lira_loo_stats(benchmark, impl):
+    benchmark.group = "lira_loo_stats N=64 M=50000 V=2"
+    g = torch.Generator(device="cuda").manual_seed(4)
+    m = 50000 if impl == "native" else 2000  # the reference loops over targets
+    scores = torch.randn(64, m, 2, device="cuda", generator=g, dtype=torch.float64)
+    keep = torch.rand(64, m, device="cuda", generator=g) < 0.5
+    benchmark.extra_info["examples_timed"] = m
+    fn = ops.lira_loo_stats if impl == "native" else reference.lira_loo_stats
+    _timed(benchmark, fn, scores, keep)
