@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from . import _library, reference  # noqa: F401  (defines the ops before native load)
 from ._build import STATUS, load_native
+from .adaround import adaround_soft_weight
 from .grid import fake_quant, grid_search, quantize_codes
 from .lowbit import lowbit_linear, pack_weights, unpack_weights
 from .obc import obc_quantize_rows
@@ -21,6 +22,7 @@ OP_NAMES = tuple(_library.SCHEMAS)
 __all__ = [
     "OP_NAMES",
     "STATUS",
+    "adaround_soft_weight",
     "fake_quant",
     "grid_search",
     "load_native",

@@ -43,6 +43,14 @@ SCHEMAS: dict[str, str] = {
         "Tensor? bias=None) -> Tensor"
     ),
     "logit_scores": "logit_scores(Tensor logits, Tensor labels) -> Tensor",
+    "adaround_forward": (
+        "adaround_forward(Tensor w_floor, Tensor alpha, Tensor scale, Tensor zero, int maxq, "
+        "float beta) -> (Tensor, Tensor)"
+    ),
+    "adaround_backward": (
+        "adaround_backward(Tensor grad_w, Tensor grad_reg, Tensor w_floor, Tensor alpha, "
+        "Tensor scale, Tensor zero, int maxq, float beta) -> Tensor"
+    ),
 }
 
 for _name, _schema in SCHEMAS.items():
@@ -93,3 +101,13 @@ def _lowbit_linear_fake(x, packed, scale, zero, bits, bias=None):
 @torch.library.register_fake("ptqx::logit_scores")
 def _logit_scores_fake(logits, labels):
     return logits.new_empty(logits.shape[:-1], dtype=torch.float64)
+
+
+@torch.library.register_fake("ptqx::adaround_forward")
+def _adaround_forward_fake(w_floor, alpha, scale, zero, maxq, beta):
+    return torch.empty_like(alpha), alpha.new_empty(())
+
+
+@torch.library.register_fake("ptqx::adaround_backward")
+def _adaround_backward_fake(grad_w, grad_reg, w_floor, alpha, scale, zero, maxq, beta):
+    return torch.empty_like(alpha)
