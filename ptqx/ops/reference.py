@@ -101,10 +101,89 @@ def grid_search(
 # OBC row-wise greedy quantization (Frantar & Alistarh 2022, IST-DASLab/OBC trueobs.py)
 
 
+def obc_compute_dtype(weight: torch.Tensor, hinv: torch.Tensor) -> torch.dtype:
+    """OBC runs in the wider of the two input dtypes (f32 weights + f64 hinv -> float64).
+
+    The official code runs everything in float32 (it casts H to float before inverting);
+    pass float32 ``hinv`` for that. Q is returned in ``weight``'s dtype, which is exact:
+    ``scale * (code - zero)`` with a float32 scale and a small integer is the same number
+    whether it is formed in float32 or formed in float64 and rounded to float32.
+    """
+    return torch.promote_types(weight.dtype, hinv.dtype)
+
+
+def obc_quantize_rows_order(
+    weight: torch.Tensor, hinv: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """OBC greedy quantization of each row; also returns the order the entries were picked.
+
+    Follows ``TrueOBS.quantize`` of IST-DASLab/OBC (``trueobs.py``; Frantar & Alistarh,
+    "Optimal Brain Compression", NeurIPS 2022) one row at a time, with every row starting
+    from the same ``hinv``. For each of the C steps of a row:
+
+    1. ``q = fake_quant(w)`` and ``err = (w - q)^2``; ``scores = err / diag(Hinv)``, with
+       entries already quantized set to +inf in ``scores`` and 0 in ``err``;
+    2. ``j = argmin(scores)`` (ties: lowest index; a NaN score wins, as torch.argmin);
+    3. outlier rule: if some ``err > 0.25 * scale^2`` and ``w[j] != 0``, then
+       ``j = argmax(err)`` instead;
+    4. ``Q[j] = q[j]``; ``w -= Hinv[j, :] * (w[j] - q[j]) / d`` with ``d = Hinv[j, j]``;
+    5. ``u = Hinv[j, :] / sqrt(d)``; ``Hinv -= u u^T`` (entry j's row and column become 0).
+
+    Not reproduced: the official ``prepare_sparse`` step, which re-inverts H per row with
+    the rows/columns of exactly-zero weights removed and pre-masks some of them, with a
+    count that depends on how rows are batched in groups of 32. For dead inputs (H_ii = 0,
+    W[:, i] = 0, as OBC prepares them) it changes nothing; callers who want it for other
+    exact zeros can pass per-row calls. The per-step losses are not returned.
+
+    Args:
+        weight: float32/float64 [R, C].
+        hinv: float32/float64 [C, C], symmetric positive definite (inverse Hessian).
+        scale, zero: float32 [R]: the per-row grid, fixed before the updates.
+        maxq: largest code.
+    Returns:
+        (Q, order): Q [R, C] in ``weight``'s dtype holds the dequantized values
+        ``scale * (code - zero)``; order int64 [R, C], ``order[r, k]`` the column picked
+        at step k of row r.
+    """
+    dtype = obc_compute_dtype(weight, hinv)
+    W = weight.to(dtype)
+    H0 = hinv.to(dtype)
+    rows, cols = W.shape
+    Q = torch.zeros_like(W)
+    order = torch.zeros((rows, cols), dtype=torch.int64, device=W.device)
+    for r in range(rows):
+        w = W[r].clone()
+        h = H0.clone()
+        mask = torch.zeros(cols, dtype=torch.bool, device=W.device)
+        s = scale[r].to(dtype)
+        z = zero[r].to(dtype)
+        outlier = 0.25 * s**2
+        for step in range(cols):
+            q = s * (torch.clamp(torch.round(w / s) + z, 0, maxq) - z)
+            err = (w - q) ** 2
+            diag = torch.diagonal(h)
+            scores = err / diag
+            scores[mask] = float("inf")
+            err[mask] = 0
+            j = int(torch.argmin(scores))
+            if bool((err > outlier).any()) and bool(w[j] != 0):
+                j = int(torch.argmax(err))
+            Q[r, j] = q[j]
+            order[r, step] = j
+            row = h[j].clone()
+            d = h[j, j].clone()
+            w -= row * ((w[j] - q[j]) / d)
+            mask[j] = True
+            row /= torch.sqrt(d)
+            h -= torch.outer(row, row)
+    return Q.to(weight.dtype), order
+
+
 def obc_quantize_rows(
     weight: torch.Tensor, hinv: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq: int
 ) -> torch.Tensor:
-    raise NotImplementedError("reference obc_quantize_rows: see the OBC issue")
+    """OBC greedy quantization of every row; see :func:`obc_quantize_rows_order`."""
+    return obc_quantize_rows_order(weight, hinv, scale, zero, maxq)[0]
 
 
 # ---------------------------------------------------------------------------------------
