@@ -35,8 +35,9 @@
 namespace ptqx {
 namespace adaround_detail {
 
-constexpr float kStretch = 1.2f;   // zeta - gamma
-constexpr float kGamma = -0.1f;
+// Double so the float64 path gets 1.2 and -0.1 to double precision; cast per type.
+constexpr double kStretch = 1.2;  // zeta - gamma
+constexpr double kGamma = -0.1;
 
 // ---- float32 transcendental functions (Cephes expf/logf polynomials, FMA form) -------
 constexpr float kExpHi = 88.3762626647949f;
@@ -233,7 +234,7 @@ double adaround_forward_rows(const T* w_floor, const T* alpha, const float* scal
       __m256d acc_lo = _mm256_setzero_pd(), acc_hi = _mm256_setzero_pd();
       auto step = [&](__m256 wfv, __m256 av, __m256 lane_mask) -> __m256 {
         const __m256 sig = sigmoid8(av);
-        const __m256 u = _mm256_fmadd_ps(_mm256_set1_ps(kStretch), sig, _mm256_set1_ps(kGamma));
+        const __m256 u = _mm256_fmadd_ps(_mm256_set1_ps(static_cast<float>(kStretch)), sig, _mm256_set1_ps(static_cast<float>(kGamma)));
         const __m256 h = _mm256_min_ps(_mm256_max_ps(u, zero8), one8);
         const __m256 q = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(_mm256_add_ps(wfv, h), vz), zero8), vm);
         if (beta > 0.0f) {
@@ -293,11 +294,11 @@ void adaround_backward_rows(const T* grad_w, T grad_reg, const T* w_floor, const
       const __m256 sign_mask = _mm256_set1_ps(-0.0f);
       auto step = [&](__m256 gwv, __m256 wfv, __m256 av) -> __m256 {
         const __m256 sig = sigmoid8(av);
-        const __m256 u = _mm256_fmadd_ps(_mm256_set1_ps(kStretch), sig, _mm256_set1_ps(kGamma));
+        const __m256 u = _mm256_fmadd_ps(_mm256_set1_ps(static_cast<float>(kStretch)), sig, _mm256_set1_ps(static_cast<float>(kGamma)));
         const __m256 h = _mm256_min_ps(_mm256_max_ps(u, zero8), one8);
         const __m256 in_h = _mm256_and_ps(_mm256_cmp_ps(u, zero8, _CMP_GE_OQ), _mm256_cmp_ps(u, one8, _CMP_LE_OQ));
         const __m256 dh = _mm256_and_ps(
-            in_h, _mm256_mul_ps(_mm256_set1_ps(kStretch), _mm256_mul_ps(sig, _mm256_sub_ps(one8, sig))));
+            in_h, _mm256_mul_ps(_mm256_set1_ps(static_cast<float>(kStretch)), _mm256_mul_ps(sig, _mm256_sub_ps(one8, sig))));
         const __m256 v = _mm256_add_ps(_mm256_add_ps(wfv, h), vz);
         const __m256 in_q = _mm256_and_ps(_mm256_cmp_ps(v, zero8, _CMP_GE_OQ), _mm256_cmp_ps(v, vm, _CMP_LE_OQ));
         __m256 g = _mm256_and_ps(in_q, _mm256_mul_ps(gwv, vs));
