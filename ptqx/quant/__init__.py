@@ -56,7 +56,9 @@ from .api import (
     register_quantizer,
     run_calibration,
 )
+from .bn import fold_batchnorm, reestimate_batchnorm
 from .calib import CalibrationSet, as_calibration
+from .hessian import collect_hessians, layer_input_rows, reconstruction_error
 from .layers import (
     QUANT_ATTR,
     LayerPlan,
@@ -69,6 +71,7 @@ from .layers import (
     store_quantized,
     weight_rows,
 )
+from .pack import PackedLinear, pack
 from .spec import SUPPORTED_BITS, QuantizedWeight, QuantSpec, bits_to_maxq, fit_grid, normalize_bits
 
 __all__ = [
@@ -77,6 +80,7 @@ __all__ = [
     "QUANT_ATTR",
     "SUPPORTED_BITS",
     "CalibrationSet",
+    "PackedLinear",
     "LayerPlan",
     "ProgressFn",
     "QuantSpec",
@@ -84,6 +88,12 @@ __all__ = [
     "Quantizer",
     "UnsupportedLayerError",
     "as_calibration",
+    "collect_hessians",
+    "fold_batchnorm",
+    "layer_input_rows",
+    "pack",
+    "reconstruction_error",
+    "reestimate_batchnorm",
     "bits_to_maxq",
     "find_layers",
     "fit_grid",
