@@ -45,7 +45,7 @@ Alistarh 2022); "adaround"/"brecq" come from ``ptqx.quant.recon`` when present.
 
 from __future__ import annotations
 
-from . import rtn  # noqa: F401  (registers "rtn")
+from . import gptq, obc, rtn  # noqa: F401  (register the methods)
 from . import recon  # noqa: F401  (registers "adaround", "brecq")
 from .api import (
     COMMON_OPTIONS,
@@ -57,7 +57,9 @@ from .api import (
     register_quantizer,
     run_calibration,
 )
+from .bn import fold_batchnorm, reestimate_batchnorm
 from .calib import CalibrationSet, as_calibration
+from .hessian import collect_hessians, layer_input_rows, reconstruction_error
 from .layers import (
     QUANT_ATTR,
     LayerPlan,
@@ -70,6 +72,7 @@ from .layers import (
     store_quantized,
     weight_rows,
 )
+from .pack import PackedLinear, pack
 from .spec import SUPPORTED_BITS, QuantizedWeight, QuantSpec, bits_to_maxq, fit_grid, normalize_bits
 
 __all__ = [
@@ -78,6 +81,7 @@ __all__ = [
     "QUANT_ATTR",
     "SUPPORTED_BITS",
     "CalibrationSet",
+    "PackedLinear",
     "LayerPlan",
     "ProgressFn",
     "QuantSpec",
@@ -85,6 +89,12 @@ __all__ = [
     "Quantizer",
     "UnsupportedLayerError",
     "as_calibration",
+    "collect_hessians",
+    "fold_batchnorm",
+    "layer_input_rows",
+    "pack",
+    "reconstruction_error",
+    "reestimate_batchnorm",
     "bits_to_maxq",
     "find_layers",
     "fit_grid",
