@@ -78,8 +78,10 @@ setup(
     # here would let pip pull a multi-GB CUDA build on a machine without torch.
     install_requires=["torch>=2.4", "numpy>=1.24", "scikit-learn>=1.3", "ninja", "tqdm"],
     extras_require={
-        "test": ["pytest", "pytest-benchmark"],
+        # pillow: Tiny ImageNet JPEG decoding (ptqx.data); the tests write JPEGs with it
+        "test": ["pytest", "pytest-benchmark", "pillow"],
         "plot": ["matplotlib"],
+        "images": ["pillow"],
     },
     entry_points={"console_scripts": ["ptqx=ptqx.cli:main"]},
     ext_modules=ext_modules,

@@ -240,7 +240,8 @@ def test_idx_labels_out_of_range(tmp_path):
     bad[5] = 10
     (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(bad)))
     with pytest.raises(
-        DatasetError, match=r"t10k-labels.*labels must lie in \[0, 10\), got \[0, 10\]"
+        DatasetError,
+        match=r"t10k-labels-idx1-ubyte.gz: labels must lie in \[0, 10\), got \[0, 10\]",
     ):
         load_dataset("fashion-mnist", root=tmp_path)
 
@@ -604,3 +605,15 @@ def test_dataset_validation():
         Dataset(**{**ok, "std": (0.0,)})
     with pytest.raises(DatasetError, match="shift"):
         Dataset(**{**ok, "shift": 8})
+
+
+def test_cifar_numpy1_era_pickle(tmp_path):
+    # The real files were written by Python 2 / numpy 1, whose arrays unpickle through
+    # numpy.core.multiarray._reconstruct (numpy 2 writes numpy._core): both must load.
+    batches = write_cifar10(tmp_path)
+    p = tmp_path / "cifar-10-batches-py" / "test_batch"
+    raw = p.read_bytes()
+    assert b"numpy._core.multiarray" in raw
+    p.write_bytes(raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    d = load_dataset("cifar10", root=tmp_path)
+    assert np.array_equal(d.x_test.reshape(4, -1).numpy(), batches["test_batch"][b"data"])

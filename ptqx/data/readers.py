@@ -86,8 +86,10 @@ def _idx_names(prefix: str, kind: str, nd: int) -> list[str]:
     return [b + ext for b in base for ext in (".gz", "")]
 
 
-def read_idx_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """One split of an MNIST-format folder: x uint8 [N, 1, 28, 28], y int64 [N]."""
+def read_idx_split(
+    root: Path, split: str, *, num_classes: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
+    """One split of an MNIST-format folder: x uint8 [N, 1, H, W], y int64 [N] in [0, K)."""
     prefix = {"train": "train", "test": "t10k"}[split]
     ipath = _find(root, _idx_names(prefix, "images", 3))
     lpath = _find(root, _idx_names(prefix, "labels", 1))
@@ -95,6 +97,7 @@ def read_idx_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     y = read_idx(lpath, ndim=1)
     if x.shape[0] != y.shape[0]:
         raise DatasetError(f"{lpath}: {y.shape[0]} labels for {x.shape[0]} images in {ipath.name}")
+    check_labels(lpath, y, num_classes)
     return x[:, None], y.astype(np.int64)
 
 

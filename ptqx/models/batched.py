@@ -4,7 +4,9 @@ The audit queries every shadow model on every example. With ``torch.func`` the N
 parameters and buffers are stacked along a new leading axis and one ``vmap`` of
 ``functional_call`` runs them all, so each layer is one batched kernel call instead of N
 small ones. Architectures that cannot be stacked (different shapes, custom ops without
-a batching rule) fall back to a per-model loop with identical results.
+a batching rule) fall back to a per-model loop with identical results. On this project's
+CPU the loop measured faster (see ``DEFAULT_METHOD``), so ``method="auto"`` loops there;
+``method="vmap"`` forces the stacked path.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import torch
 from torch import nn
 
 # The faster of the two on this project's CPU benchmark (benchmarks/bench_batched.py,
-# numbers in benchmarks/RESULTS.md, "Batched shadow logits").
-DEFAULT_METHOD = "vmap"
+# numbers in benchmarks/RESULTS.md, "Batched shadow logits"): on CPU vmap turns every
+# conv into a grouped conv, which oneDNN runs slower than N plain convs, and stacking
+# copies all N models' parameters on every call.
+DEFAULT_METHOD = "loop"
 
 # Images (N models x chunk) evaluated at once: bounds activation memory. 2**20 input
 # pixels is e.g. 1024 model-images at 32x32 (ResNet-18 peak ~1 GB of activations), 256

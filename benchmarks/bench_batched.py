@@ -1,0 +1,49 @@
+"""Batched shadow logits: N same-architecture models on one batch, vmap vs loop.
+
+Run: python -m pytest benchmarks/bench_batched.py --benchmark-only -q
+     --benchmark-group-by=group --benchmark-columns=min,median,rounds
+
+Cases (named list): 16 SmallCNNs on digits-size inputs (1x8x8, batch 512) and 8
+ResNet-18s on CIFAR-size inputs (3x32x32, a small batch of 16). "vmap" is
+stack_module_state + vmap(functional_call) (stacking included: it is paid per call);
+"loop" evaluates the models one after another on the same chunks.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ptqx.models import build_model
+from ptqx.models.batched import loop_logits, vmap_logits
+
+CASES = {
+    "small_cnn-16x-digits-b512": ("small_cnn", 16, 1, 8, 512),
+    "resnet18-8x-cifar-b16": ("resnet18", 8, 3, 32, 16),
+}
+
+
+def _models(arch: str, n: int, c: int, size: int) -> list[torch.nn.Module]:
+    models = []
+    for i in range(n):
+        m = build_model(arch, num_classes=10, in_channels=c, image_size=size, seed=i)
+        with torch.no_grad():  # non-trivial BN running statistics, different per model
+            m.train()(torch.randn(8, c, size, size, generator=torch.Generator().manual_seed(i)))
+        models.append(m.eval())
+    return models
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("method", ["vmap", "loop"])
+def test_batched_logits(benchmark, case, method):
+    arch, n, c, size, batch = CASES[case]
+    models = _models(arch, n, c, size)
+    x = torch.randn(batch, c, size, size, generator=torch.Generator().manual_seed(99))
+    fn = {"vmap": vmap_logits, "loop": loop_logits}[method]
+    benchmark.group = case
+    benchmark.extra_info["images_per_s"] = None
+    out = benchmark.pedantic(
+        fn, args=(models, x), rounds=5 if arch == "small_cnn" else 3, warmup_rounds=1
+    )
+    assert out.shape == (n, batch, 10)
+    benchmark.extra_info["images_per_s"] = n * batch / benchmark.stats.stats.median
