@@ -20,7 +20,18 @@ from .conftest import accuracy
 EPS32 = torch.finfo(torch.float32).eps
 
 # Row/column counts: 1, primes, non-multiples of the 8-wide AVX2 body, empty.
-SHAPES = [(1, 1), (1, 7), (7, 1), (3, 13), (17, 8), (64, 27), (5, 1, 3, 3), (33, 100), (0, 5), (4, 0)]
+SHAPES = [
+    (1, 1),
+    (1, 7),
+    (7, 1),
+    (3, 13),
+    (17, 8),
+    (64, 27),
+    (5, 1, 3, 3),
+    (33, 100),
+    (0, 5),
+    (4, 0),
+]
 BETAS = [0.0, 1.0, 2.0, 7.3, 20.0]
 
 
@@ -66,7 +77,9 @@ def test_adaround_op_matches_float64_reference(shape, maxq, device):
         w_64, reg_64 = ref.adaround_forward(wf.double(), a.double(), scale, zero, maxq, beta)
         g_k = torch.ops.ptqx.adaround_backward(gw, greg, wf, a, scale, zero, maxq, beta)
         g_32 = ref.adaround_backward(gw, greg, wf, a, scale, zero, maxq, beta)
-        g_64 = ref.adaround_backward(gw.double(), greg.double(), wf.double(), a.double(), scale, zero, maxq, beta)
+        g_64 = ref.adaround_backward(
+            gw.double(), greg.double(), wf.double(), a.double(), scale, zero, maxq, beta
+        )
         assert w_k.shape == a.shape and w_k.dtype == a.dtype and reg_k.shape == ()
         if not a.numel():
             assert float(reg_k) == 0
@@ -79,7 +92,9 @@ def test_adaround_op_matches_float64_reference(shape, maxq, device):
         g_tol = 2 * (g_32.double() - g_64).abs().max() + 64 * EPS32 * g_64.abs().max()
         assert (g_k.double() - g_64).abs().max() <= g_tol
         # Each regulariser term is in [0, 1] with an error of a few ulp(1).
-        assert abs(float(reg_k) - float(reg_64)) <= 8 * EPS32 * a.numel() + 2 * abs(float(reg_32) - float(reg_64))
+        assert abs(float(reg_k) - float(reg_64)) <= 8 * EPS32 * a.numel() + 2 * abs(
+            float(reg_32) - float(reg_64)
+        )
 
 
 @pytest.mark.parametrize("shape", [(3, 13), (5, 1, 3, 3), (1, 1)])
@@ -109,7 +124,9 @@ def test_reference_backward_is_autograd_of_reference_forward():
         a_ = a.clone().requires_grad_()
         w, reg = ref.adaround_forward(wf, a_, scale, zero, 3, beta)
         (g_auto,) = torch.autograd.grad((w * gw).sum() + 0.37 * reg, a_)
-        g = ref.adaround_backward(gw, torch.tensor(0.37, dtype=torch.float64), wf, a, scale, zero, 3, beta)
+        g = ref.adaround_backward(
+            gw, torch.tensor(0.37, dtype=torch.float64), wf, a, scale, zero, 3, beta
+        )
         torch.testing.assert_close(g, g_auto, rtol=1e-12, atol=1e-14)
 
 
@@ -258,7 +275,13 @@ def results(digits_model, digits_data, calib):
                 cache[key] = ptqx.quantize(digits_model, method="rtn", bits=bits)
             else:
                 cache[key] = ptqx.quantize(
-                    digits_model, method=method, bits=bits, calib=calib, iters=ITERS, log_every=0, **kw
+                    digits_model,
+                    method=method,
+                    bits=bits,
+                    calib=calib,
+                    iters=ITERS,
+                    log_every=0,
+                    **kw,
                 )
         return cache[key]
 
@@ -286,7 +309,9 @@ def _layer_errors(qmodel, fp_model, x):
         if not isinstance(m, nn.Conv2d | nn.Linear):
             continue
         got = {}
-        hq = qmodel.get_submodule(name).register_forward_hook(lambda mod, a, o: got.__setitem__("q", o.clone()))
+        hq = qmodel.get_submodule(name).register_forward_hook(
+            lambda mod, a, o: got.__setitem__("q", o.clone())
+        )
         hf = m.register_forward_hook(lambda mod, a, o: got.__setitem__("f", o.clone()))
         qmodel(x)
         fp_model(x)
@@ -301,7 +326,9 @@ def test_2bit_adaround_beats_rtn_on_every_layer_and_in_accuracy(results, digits_
     x_te = digits_data[2]
     e_ada, e_rtn = _layer_errors(ada, digits_model, x_te), _layer_errors(rtn, digits_model, x_te)
     for name in e_rtn:
-        assert e_ada[name] < e_rtn[name], f"{name}: adaround {e_ada[name]:.4g} >= rtn {e_rtn[name]:.4g}"
+        assert e_ada[name] < e_rtn[name], (
+            f"{name}: adaround {e_ada[name]:.4g} >= rtn {e_rtn[name]:.4g}"
+        )
     for u in ada.ptqx_recon["units"]:  # on the calibration set, against RTN on the same inputs
         assert u["rec_final"] < u["rec_rtn"], u
     assert _acc(ada, digits_data) > _acc(rtn, digits_data)
@@ -309,7 +336,9 @@ def test_2bit_adaround_beats_rtn_on_every_layer_and_in_accuracy(results, digits_
 
 def test_2bit_brecq_at_least_adaround(results, digits_data):
     a, b = _acc(results("adaround", 2), digits_data), _acc(results("brecq", 2), digits_data)
-    print(f"2-bit digits: brecq {b:.4f} vs adaround {a:.4f} ({'brecq' if b >= a else 'adaround'} wins by {abs(b - a):.4f})")
+    print(
+        f"2-bit digits: brecq {b:.4f} vs adaround {a:.4f} ({'brecq' if b >= a else 'adaround'} wins by {abs(b - a):.4f})"
+    )
     assert b >= a - 0.01
 
 
@@ -325,12 +354,22 @@ def test_158bit_three_values_per_channel(method, results, digits_data):
             # channel has only 9 weights, and there the learned rounding may leave one
             # level unused (as quant's RTN/GPTQ/OBC test allows too).
             n = torch.unique(w[r]).numel()
-            assert n == 3 if w.shape[1] >= 32 else 2 <= n <= 3, f"{name} row {r}: {torch.unique(w[r])}"
+            assert n == 3 if w.shape[1] >= 32 else 2 <= n <= 3, (
+                f"{name} row {r}: {torch.unique(w[r])}"
+            )
     print(f"1.58-bit {method} accuracy {_acc(q, digits_data):.4f}")
 
 
 def test_symmetric_ternary(digits_model, calib):
-    q = ptqx.quantize(digits_model, method="adaround", bits=1.58, calib=calib, symmetric=True, iters=20, log_every=0)
+    q = ptqx.quantize(
+        digits_model,
+        method="adaround",
+        bits=1.58,
+        calib=calib,
+        symmetric=True,
+        iters=20,
+        log_every=0,
+    )
     for qw in quantized_layers(q).values():
         assert torch.equal(qw.zero, torch.ones_like(qw.zero))
         assert int(qw.codes.max()) <= 2
@@ -347,7 +386,9 @@ def test_same_seed_bit_identical_and_spill_to_disk(method, digits_model, calib, 
     qa, qb = quantized_layers(a), quantized_layers(b)
     for name in qa:
         assert torch.equal(qa[name].codes, qb[name].codes), name
-        assert torch.equal(qa[name].scale, qb[name].scale) and torch.equal(qa[name].zero, qb[name].zero)
+        assert torch.equal(qa[name].scale, qb[name].scale) and torch.equal(
+            qa[name].zero, qb[name].zero
+        )
         assert torch.equal(a.get_submodule(name).weight, b.get_submodule(name).weight)
 
 
@@ -355,7 +396,9 @@ def test_grid_is_rtns_and_codes_pack(results):
     ada, rtn = results("adaround", 2), results("rtn", 2)
     qa, qr = quantized_layers(ada), quantized_layers(rtn)
     for name in qr:
-        assert torch.equal(qa[name].scale, qr[name].scale) and torch.equal(qa[name].zero, qr[name].zero)
+        assert torch.equal(qa[name].scale, qr[name].scale) and torch.equal(
+            qa[name].zero, qr[name].zero
+        )
         assert qa[name].method == "adaround"
         # codes differ from RTN's by at most one level (AdaRound picks floor or ceil)
         assert (qa[name].codes.int() - qr[name].codes.int()).abs().max() <= 1
@@ -379,7 +422,9 @@ def test_layer_bits_and_progress_events(digits_model, calib):
 
 
 def test_brecq_fisher_loss_runs(digits_model, calib, digits_data):
-    q = ptqx.quantize(digits_model, method="brecq", bits=4, calib=calib, loss="fisher", iters=60, log_every=0)
+    q = ptqx.quantize(
+        digits_model, method="brecq", bits=4, calib=calib, loss="fisher", iters=60, log_every=0
+    )
     assert _acc(q, digits_data) >= _acc(digits_model, digits_data) - 0.03
 
 

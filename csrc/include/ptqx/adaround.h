@@ -36,6 +36,10 @@ namespace ptqx {
 namespace adaround_detail {
 
 // Double so the float64 path gets 1.2 and -0.1 to double precision; cast per type.
+// Below this many elements one thread does the whole op: a parallel region's fork/join
+// (and, on a loaded machine, spin-waiting threads) cost more than the work saved. torch's
+// own elementwise ops use a 32768 grain; each element here does ~3 transcendentals.
+constexpr int64_t kParallelMin = 65536;
 constexpr double kStretch = 1.2;  // zeta - gamma
 constexpr double kGamma = -0.1;
 
@@ -219,7 +223,7 @@ double adaround_forward_rows(const T* w_floor, const T* alpha, const float* scal
                              int64_t rows, int64_t cols, int maxq, T beta, T* w_soft) {
   using namespace adaround_detail;
   std::vector<double> row_reg(static_cast<size_t>(rows), 0.0);
-#pragma omp parallel for schedule(static) if (rows * cols > 16384)
+#pragma omp parallel for schedule(static) if (rows * cols >= kParallelMin)
   for (int64_t r = 0; r < rows; ++r) {
     const T s = static_cast<T>(scale[r]), z = static_cast<T>(zero[r]), m = static_cast<T>(maxq);
     const T* wf = w_floor + r * cols;
@@ -278,7 +282,7 @@ void adaround_backward_rows(const T* grad_w, T grad_reg, const T* w_floor, const
   using namespace adaround_detail;
   // d/dh of -(2|h-0.5|)^beta is -beta * 2 * (2|h-0.5|)^(beta-1) * sign(h-0.5).
   const T reg_coef = grad_reg * beta * T(2);
-#pragma omp parallel for schedule(static) if (rows * cols > 16384)
+#pragma omp parallel for schedule(static) if (rows * cols >= kParallelMin)
   for (int64_t r = 0; r < rows; ++r) {
     const T s = static_cast<T>(scale[r]), z = static_cast<T>(zero[r]), m = static_cast<T>(maxq);
     const T* gw = grad_w + r * cols;
