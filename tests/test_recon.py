@@ -310,9 +310,9 @@ def _layer_errors(qmodel, fp_model, x):
             continue
         got = {}
         hq = qmodel.get_submodule(name).register_forward_hook(
-            lambda mod, a, o: got.__setitem__("q", o.clone())
+            lambda mod, a, o, got=got: got.__setitem__("q", o.clone())
         )
-        hf = m.register_forward_hook(lambda mod, a, o: got.__setitem__("f", o.clone()))
+        hf = m.register_forward_hook(lambda mod, a, o, got=got: got.__setitem__("f", o.clone()))
         qmodel(x)
         fp_model(x)
         hq.remove()
