@@ -204,7 +204,7 @@ def reconstruct_unit(
     Returns:
         ([(layer, its SoftRounding)], stats with the full-set loss of RTN and of the result).
     """
-    device = next(iter(s for s in [unit.layers[0][1].module.weight])).device
+    device = unit.layers[0][1].module.weight.device
     states = [(lp, SoftRounding(lp.module.weight, lp.spec)) for _, lp in unit.layers]
     names = [_param_name(sub) for sub, _ in unit.layers]
     opt = torch.optim.Adam([s.alpha for _, s in states], lr=cfg.lr)
@@ -234,9 +234,9 @@ def reconstruct_unit(
                     "layer": unit.name,
                     "iteration": t,
                     "iters": cfg.iters,
-                    "loss": float(loss),
-                    "rec": float(rec),
-                    "reg": float(reg) if beta > 0 else 0.0,
+                    "loss": float(loss.detach()),
+                    "rec": float(rec.detach()),
+                    "reg": float(reg.detach()) if beta > 0 else 0.0,
                     "beta": beta,
                 }
             )
