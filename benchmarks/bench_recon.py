@@ -237,7 +237,7 @@ def run_tradeoff(args) -> dict:
     model, ds = fashion_model()
     calib = calib_set(ds)
     out = {"threads": torch.get_num_threads(), "rows": []}
-    for method in ("adaround", "brecq"):
+    for method in args.methods:
         for iters in args.iters:
             t0 = time.perf_counter()
             q = ptqx.quantize(
@@ -272,6 +272,7 @@ def main() -> None:
     t = sub.add_parser("tradeoff")
     t.add_argument("--bits", type=float, default=2)
     t.add_argument("--iters", type=int, nargs="+", default=[250, 500, 1000, 2000, 5000, 20000])
+    t.add_argument("--methods", nargs="+", default=["adaround", "brecq"], choices=["adaround", "brecq"])
     for s in (n, t):
         s.add_argument("--threads", type=int, default=None)
         s.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
