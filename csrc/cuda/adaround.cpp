@@ -1,0 +1,101 @@
+// CUDA bindings for AdaRound's fused soft rounding: check, pick the stream, launch.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <cmath>
+
+#include "ptqx/cuda/adaround.h"
+
+namespace ptqx {
+namespace {
+
+void check_cuda_args(const at::Tensor& w_floor, const at::Tensor& alpha, const at::Tensor& scale,
+                     const at::Tensor& zero, int64_t maxq, double beta) {
+  TORCH_CHECK(alpha.is_cuda() && w_floor.is_cuda() && scale.is_cuda() && zero.is_cuda(),
+              "w_floor/alpha/scale/zero: expected CUDA tensors");
+  TORCH_CHECK(alpha.scalar_type() == at::kFloat || alpha.scalar_type() == at::kDouble,
+              "alpha: expected float32 or float64, got ", alpha.scalar_type());
+  TORCH_CHECK(alpha.dim() >= 1, "alpha: expected at least 1 dimension");
+  TORCH_CHECK(w_floor.scalar_type() == alpha.scalar_type() && w_floor.sizes() == alpha.sizes(),
+              "w_floor: expected the dtype and shape of alpha");
+  TORCH_CHECK(scale.scalar_type() == at::kFloat && zero.scalar_type() == at::kFloat,
+              "scale/zero: expected float32");
+  TORCH_CHECK(scale.numel() == alpha.size(0) && zero.numel() == alpha.size(0), "scale/zero: expected ",
+              alpha.size(0), " entries (one per output channel)");
+  TORCH_CHECK(maxq >= 1 && maxq <= 255, "maxq: expected [1, 255], got ", maxq);
+  TORCH_CHECK(std::isfinite(beta) && (beta == 0.0 || beta >= 1.0), "beta: expected 0 or a finite value >= 1, got ",
+              beta);
+}
+
+std::tuple<at::Tensor, at::Tensor> adaround_forward_cuda(const at::Tensor& w_floor_, const at::Tensor& alpha_,
+                                                         const at::Tensor& scale_, const at::Tensor& zero_,
+                                                         int64_t maxq, double beta) {
+  check_cuda_args(w_floor_, alpha_, scale_, zero_, maxq, beta);
+  c10::cuda::CUDAGuard guard(alpha_.device());
+  auto w_floor = w_floor_.contiguous(), alpha = alpha_.contiguous();
+  auto scale = scale_.contiguous(), zero = zero_.contiguous();
+  auto w_soft = at::empty_like(alpha);
+  auto reg = at::empty({}, alpha.options());
+  const int64_t rows = alpha.size(0), cols = rows ? alpha.numel() / rows : 0;
+  auto row_reg = at::empty({rows}, alpha.options().dtype(at::kDouble));
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  cudaError_t err;
+  if (alpha.scalar_type() == at::kFloat) {
+    err = cuda::adaround_forward_rows<float>(w_floor.const_data_ptr<float>(), alpha.const_data_ptr<float>(),
+                                             scale.const_data_ptr<float>(), zero.const_data_ptr<float>(), rows,
+                                             cols, int(maxq), float(beta), w_soft.mutable_data_ptr<float>(),
+                                             row_reg.mutable_data_ptr<double>(), reg.mutable_data_ptr<float>(),
+                                             stream);
+  } else {
+    err = cuda::adaround_forward_rows<double>(w_floor.const_data_ptr<double>(), alpha.const_data_ptr<double>(),
+                                              scale.const_data_ptr<float>(), zero.const_data_ptr<float>(), rows,
+                                              cols, int(maxq), beta, w_soft.mutable_data_ptr<double>(),
+                                              row_reg.mutable_data_ptr<double>(), reg.mutable_data_ptr<double>(),
+                                              stream);
+  }
+  TORCH_CHECK(err == cudaSuccess, "adaround_forward: CUDA launch failed: ", cudaGetErrorString(err));
+  return {w_soft, reg};
+}
+
+at::Tensor adaround_backward_cuda(const at::Tensor& grad_w_, const at::Tensor& grad_reg_, const at::Tensor& w_floor_,
+                                  const at::Tensor& alpha_, const at::Tensor& scale_, const at::Tensor& zero_,
+                                  int64_t maxq, double beta) {
+  check_cuda_args(w_floor_, alpha_, scale_, zero_, maxq, beta);
+  TORCH_CHECK(grad_w_.is_cuda() && grad_w_.scalar_type() == alpha_.scalar_type() && grad_w_.sizes() == alpha_.sizes(),
+              "grad_w: expected a CUDA tensor with the dtype and shape of alpha");
+  TORCH_CHECK(grad_reg_.numel() == 1, "grad_reg: expected one element, got ", grad_reg_.numel());
+  c10::cuda::CUDAGuard guard(alpha_.device());
+  auto grad_w = grad_w_.contiguous(), w_floor = w_floor_.contiguous(), alpha = alpha_.contiguous();
+  auto scale = scale_.contiguous(), zero = zero_.contiguous();
+  auto grad_reg = grad_reg_.to(alpha.device(), alpha.scalar_type()).contiguous();
+  auto grad_alpha = at::empty_like(alpha);
+  const int64_t rows = alpha.size(0), cols = rows ? alpha.numel() / rows : 0;
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  cudaError_t err;
+  if (alpha.scalar_type() == at::kFloat) {
+    err = cuda::adaround_backward_rows<float>(
+        grad_w.const_data_ptr<float>(), grad_reg.const_data_ptr<float>(), w_floor.const_data_ptr<float>(),
+        alpha.const_data_ptr<float>(), scale.const_data_ptr<float>(), zero.const_data_ptr<float>(), rows, cols,
+        int(maxq), float(beta), grad_alpha.mutable_data_ptr<float>(), stream);
+  } else {
+    err = cuda::adaround_backward_rows<double>(
+        grad_w.const_data_ptr<double>(), grad_reg.const_data_ptr<double>(), w_floor.const_data_ptr<double>(),
+        alpha.const_data_ptr<double>(), scale.const_data_ptr<float>(), zero.const_data_ptr<float>(), rows, cols,
+        int(maxq), beta, grad_alpha.mutable_data_ptr<double>(), stream);
+  }
+  TORCH_CHECK(err == cudaSuccess, "adaround_backward: CUDA launch failed: ", cudaGetErrorString(err));
+  return grad_alpha;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ptqx, CUDA, m) {
+  m.impl("adaround_forward", &adaround_forward_cuda);
+  m.impl("adaround_backward", &adaround_backward_cuda);
+}
+
+}  // namespace ptqx
