@@ -36,6 +36,10 @@ SCHEMAS: dict[str, str] = {
     "obc_quantize_rows": (
         "obc_quantize_rows(Tensor weight, Tensor hinv, Tensor scale, Tensor zero, int maxq) -> Tensor"
     ),
+    "obc_quantize_rows_order": (
+        "obc_quantize_rows_order(Tensor weight, Tensor hinv, Tensor scale, Tensor zero, int maxq) "
+        "-> (Tensor, Tensor)"
+    ),
     "pack_weights": "pack_weights(Tensor codes, int bits) -> Tensor",
     "unpack_weights": "unpack_weights(Tensor packed, int bits, int cols) -> Tensor",
     "lowbit_linear": (
@@ -73,6 +77,11 @@ def _grid_search_fake(w, maxq, symmetric, include_zero, norm, grid, steps):
 @torch.library.register_fake("ptqx::obc_quantize_rows")
 def _obc_fake(weight, hinv, scale, zero, maxq):
     return torch.empty_like(weight)
+
+
+@torch.library.register_fake("ptqx::obc_quantize_rows_order")
+def _obc_order_fake(weight, hinv, scale, zero, maxq):
+    return torch.empty_like(weight), torch.empty_like(weight, dtype=torch.int64)
 
 
 @torch.library.register_fake("ptqx::pack_weights")

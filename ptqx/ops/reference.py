@@ -101,27 +101,174 @@ def grid_search(
 # OBC row-wise greedy quantization (Frantar & Alistarh 2022, IST-DASLab/OBC trueobs.py)
 
 
+def obc_compute_dtype(weight: torch.Tensor, hinv: torch.Tensor) -> torch.dtype:
+    """OBC runs in the wider of the two input dtypes (f32 weights + f64 hinv -> float64).
+
+    The official code runs everything in float32 (it casts H to float before inverting);
+    pass float32 ``hinv`` for that. Q is returned in ``weight``'s dtype, which is exact:
+    ``scale * (code - zero)`` with a float32 scale and a small integer is the same number
+    whether it is formed in float32 or formed in float64 and rounded to float32.
+    """
+    return torch.promote_types(weight.dtype, hinv.dtype)
+
+
+def obc_quantize_rows_order(
+    weight: torch.Tensor, hinv: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """OBC greedy quantization of each row; also returns the order the entries were picked.
+
+    Follows ``TrueOBS.quantize`` of IST-DASLab/OBC (``trueobs.py``; Frantar & Alistarh,
+    "Optimal Brain Compression", NeurIPS 2022) one row at a time, with every row starting
+    from the same ``hinv``. For each of the C steps of a row:
+
+    1. ``q = fake_quant(w)`` and ``err = (w - q)^2``; ``scores = err / diag(Hinv)``, with
+       entries already quantized set to +inf in ``scores`` and 0 in ``err``;
+    2. ``j = argmin(scores)`` (ties: lowest index; a NaN score wins, as torch.argmin);
+    3. outlier rule: if some ``err > 0.25 * scale^2`` and ``w[j] != 0``, then
+       ``j = argmax(err)`` instead;
+    4. ``Q[j] = q[j]``; ``w -= Hinv[j, :] * (w[j] - q[j]) / d`` with ``d = Hinv[j, j]``;
+    5. ``u = Hinv[j, :] / sqrt(d)``; ``Hinv -= u u^T`` (entry j's row and column become 0).
+
+    Not reproduced: the official ``prepare_sparse`` step, which re-inverts H per row with
+    the rows/columns of exactly-zero weights removed and pre-masks some of them, with a
+    count that depends on how rows are batched in groups of 32. For dead inputs (H_ii = 0,
+    W[:, i] = 0, as OBC prepares them) it changes nothing; callers who want it for other
+    exact zeros can pass per-row calls. The per-step losses are not returned.
+
+    Args:
+        weight: float32/float64 [R, C].
+        hinv: float32/float64 [C, C], symmetric positive definite (inverse Hessian).
+        scale, zero: float32 [R]: the per-row grid, fixed before the updates.
+        maxq: largest code.
+    Returns:
+        (Q, order): Q [R, C] in ``weight``'s dtype holds the dequantized values
+        ``scale * (code - zero)``; order int64 [R, C], ``order[r, k]`` the column picked
+        at step k of row r.
+    """
+    dtype = obc_compute_dtype(weight, hinv)
+    W = weight.to(dtype)
+    H0 = hinv.to(dtype)
+    rows, cols = W.shape
+    Q = torch.zeros_like(W)
+    order = torch.zeros((rows, cols), dtype=torch.int64, device=W.device)
+    for r in range(rows):
+        w = W[r].clone()
+        h = H0.clone()
+        mask = torch.zeros(cols, dtype=torch.bool, device=W.device)
+        s = scale[r].to(dtype)
+        z = zero[r].to(dtype)
+        outlier = 0.25 * s**2
+        for step in range(cols):
+            q = s * (torch.clamp(torch.round(w / s) + z, 0, maxq) - z)
+            err = (w - q) ** 2
+            diag = torch.diagonal(h)
+            scores = err / diag
+            scores[mask] = float("inf")
+            err[mask] = 0
+            j = int(torch.argmin(scores))
+            if bool((err > outlier).any()) and bool(w[j] != 0):
+                j = int(torch.argmax(err))
+            Q[r, j] = q[j]
+            order[r, step] = j
+            row = h[j].clone()
+            d = h[j, j].clone()
+            w -= row * ((w[j] - q[j]) / d)
+            mask[j] = True
+            row /= torch.sqrt(d)
+            h -= torch.outer(row, row)
+    return Q.to(weight.dtype), order
+
+
 def obc_quantize_rows(
     weight: torch.Tensor, hinv: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq: int
 ) -> torch.Tensor:
-    raise NotImplementedError("reference obc_quantize_rows: see the OBC issue")
+    """OBC greedy quantization of every row; see :func:`obc_quantize_rows_order`."""
+    return obc_quantize_rows_order(weight, hinv, scale, zero, maxq)[0]
 
 
 # ---------------------------------------------------------------------------------------
 # Packed low-bit weights
 
 
+PACK_BITS = (2, 4)
+PACK_BLOCK_BYTES = 32  # one 256-bit vector: 8 little-endian uint32 words
+
+
+def _codes_per_word(bits: int) -> int:
+    if bits not in PACK_BITS:
+        raise ValueError(f"bits: expected one of {PACK_BITS} (ternary codes use 2), got {bits!r}")
+    return 32 // bits
+
+
 def packed_row_bytes(cols: int, bits: int) -> int:
-    """Bytes one packed row of ``cols`` codes takes at ``bits`` bits."""
-    raise NotImplementedError("packed layout: see the packed-linear issue")
+    """Bytes one packed row of ``cols`` codes takes at ``bits`` bits.
+
+    Rows are padded to whole 32-byte blocks (128 codes at 2 bits, 64 at 4 bits), so
+    ``packed_row_bytes(cols, bits) = 32 * ceil(cols / (256 // bits))``; 0 for ``cols == 0``.
+    """
+    per_block = 8 * _codes_per_word(bits)
+    return PACK_BLOCK_BYTES * (-(-int(cols) // per_block))
+
+
+# The packed layout ("interleaved words"), chosen so an AVX2 kernel unpacks 8
+# consecutive columns with one vector shift and one mask:
+#
+#   * Each row is packed on its own into ``packed_row_bytes(C, bits)`` bytes: a sequence
+#     of 32-byte blocks. With P = 32 // bits codes per 32-bit word (16 at 2 bits, 8 at
+#     4 bits), block j covers columns [j * 8P, (j + 1) * 8P).
+#   * A block is 8 little-endian uint32 words w_0..w_7 (bytes 4l..4l+3 of the block).
+#   * The code of column  c = j * 8P + 8k + l  (k in [0, P), l in [0, 8)) sits in word
+#     w_l at bits [k * bits, (k + 1) * bits).
+#   * Columns past C (the tail of the last block) hold code 0.
+#
+# So loading a block as 8 int32 lanes and computing (lanes >> (k * bits)) & (2^bits - 1)
+# gives the codes of the 8 consecutive columns j * 8P + 8k + 0..7, in lane order.
+# Ternary (1.58-bit, codes 0..2) uses the 2-bit layout.
 
 
 def pack_weights(codes: torch.Tensor, bits: int) -> torch.Tensor:
-    raise NotImplementedError("reference pack_weights")
+    """Pack integer codes into the interleaved-word layout described above.
+
+    Args:
+        codes: integer [R, C], values in [0, 2^bits - 1].
+        bits: 2 or 4.
+    Returns:
+        uint8 [R, packed_row_bytes(C, bits)].
+    """
+    per_word = _codes_per_word(bits)
+    rows, cols = codes.shape
+    nbytes = packed_row_bytes(cols, bits)
+    nblocks = nbytes // PACK_BLOCK_BYTES
+    padded = torch.zeros((rows, nblocks * 8 * per_word), dtype=torch.int64, device=codes.device)
+    padded[:, :cols] = codes.to(torch.int64)
+    # [R, block, k, l] -> word l collects the codes of every k, shifted to bits k*bits.
+    parts = padded.reshape(rows, nblocks, per_word, 8)
+    shifts = torch.arange(per_word, device=codes.device, dtype=torch.int64) * bits
+    words = (parts << shifts.reshape(1, 1, per_word, 1)).sum(dim=2)  # [R, block, 8]
+    byte_shifts = torch.arange(4, device=codes.device, dtype=torch.int64) * 8
+    out = (words.unsqueeze(-1) >> byte_shifts) & 0xFF  # little-endian bytes of each word
+    return out.to(torch.uint8).reshape(rows, nbytes)
 
 
 def unpack_weights(packed: torch.Tensor, bits: int, cols: int) -> torch.Tensor:
-    raise NotImplementedError("reference unpack_weights")
+    """Inverse of :func:`pack_weights`: uint8 codes [R, cols] from packed [R, bytes]."""
+    per_word = _codes_per_word(bits)
+    rows = packed.shape[0]
+    nblocks = packed.shape[1] // PACK_BLOCK_BYTES
+    b = packed.to(torch.int64).reshape(rows, nblocks, 8, 4)
+    byte_shifts = torch.arange(4, device=packed.device, dtype=torch.int64) * 8
+    words = (b << byte_shifts).sum(dim=-1)  # [R, block, 8]
+    shifts = torch.arange(per_word, device=packed.device, dtype=torch.int64) * bits
+    codes = (words.unsqueeze(2) >> shifts.reshape(1, 1, per_word, 1)) & ((1 << bits) - 1)
+    return codes.reshape(rows, nblocks * 8 * per_word)[:, :cols].to(torch.uint8)
+
+
+def dequantize_packed(
+    packed: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int, cols: int
+) -> torch.Tensor:
+    """float32 [R, cols] weights ``scale[:, None] * (codes - zero[:, None])``."""
+    codes = unpack_weights(packed, bits, cols).to(torch.float32)
+    return scale.to(torch.float32)[:, None] * (codes - zero.to(torch.float32)[:, None])
 
 
 def lowbit_linear(
@@ -132,7 +279,23 @@ def lowbit_linear(
     bits: int,
     bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    raise NotImplementedError("reference lowbit_linear")
+    """``F.linear(x, scale[:, None] * (codes - zero[:, None]), bias)`` on packed codes.
+
+    Weight-only quantization with float32 activations: the fake-quant semantics of
+    GPTQ/OBC's ``quant.py`` (dequantized weight ``scale * (q - zero)``), computed by
+    unpacking and dequantizing in full, then one dense linear.
+
+    Args:
+        x: float32 [..., C].
+        packed: uint8 [R, packed_row_bytes(C, bits)] from :func:`pack_weights`.
+        scale, zero: float32 [R].
+        bits: 2 or 4.
+        bias: float32 [R] or None.
+    Returns:
+        float32 [..., R].
+    """
+    w = dequantize_packed(packed, scale, zero, bits, x.shape[-1])
+    return torch.nn.functional.linear(x, w, bias)
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,0 +1,228 @@
+"""Packed low-bit weights: exact pack/unpack, packed linear vs reference and F.linear."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ptqx.ops import lowbit_linear, pack_weights, reference, unpack_weights
+from ptqx.ops.lowbit import packed_row_bytes
+
+# (rows, cols): 1 row, 1 col, primes, non-multiples of the 64/128-code blocks, exact
+# multiples, empty rows/cols, and one CIFAR ResNet-18-like shape.
+PACK_SHAPES = [
+    (1, 1),
+    (1, 127),
+    (7, 1),
+    (3, 64),
+    (5, 128),
+    (13, 129),
+    (31, 257),
+    (2, 1000),
+    (0, 5),
+    (4, 0),
+    (0, 0),
+    (64, 576),
+]
+# bits, largest code used: ternary is 2-bit storage with codes 0..2.
+LEVELS = [(2, 3), (2, 2), (4, 15)]
+
+
+def _codes(rows, cols, maxq, gen, device):
+    return torch.randint(0, maxq + 1, (rows, cols), generator=gen, dtype=torch.int64).to(
+        device, torch.uint8
+    )
+
+
+@pytest.mark.parametrize("bits,maxq", LEVELS, ids=["2bit", "ternary", "4bit"])
+@pytest.mark.parametrize("shape", PACK_SHAPES, ids=str)
+def test_pack_round_trip_exact(shape, bits, maxq, gen, device):
+    codes = _codes(*shape, maxq, gen, device)
+    packed = pack_weights(codes, bits)
+    assert packed.dtype == torch.uint8 and packed.device == codes.device
+    assert tuple(packed.shape) == (shape[0], packed_row_bytes(shape[1], bits))
+    # The kernel's bytes are the documented layout (the reference), bit for bit.
+    assert torch.equal(packed.cpu(), reference.pack_weights(codes.cpu(), bits))
+    out = unpack_weights(packed, bits, shape[1])
+    assert out.dtype == torch.uint8
+    assert torch.equal(out, codes)
+    assert torch.equal(reference.unpack_weights(packed.cpu(), bits, shape[1]), codes.cpu())
+
+
+def test_layout_is_interleaved_words():
+    # Column 8k + l of block 0 sits in word l at bits [k*bits, (k+1)*bits): with code
+    # (c // 8) at column c, word l of a 4-bit block is 0x76543210 for every l.
+    codes = (torch.arange(64) // 8).reshape(1, 64).to(torch.uint8)
+    words = pack_weights(codes, 4).reshape(8, 4).to(torch.int64)
+    assert torch.equal(words, torch.tensor([[0x10, 0x32, 0x54, 0x76]] * 8))
+    # 2-bit: code (c // 8) % 4 at column c gives crumbs 0,1,2,3,0,1,... -> 0xE4E4E4E4.
+    codes2 = ((torch.arange(128) // 8) % 4).reshape(1, 128).to(torch.uint8)
+    assert torch.equal(pack_weights(codes2, 2), torch.full((1, 32), 0xE4, dtype=torch.uint8))
+    # Padding columns are zero bits.
+    assert pack_weights(torch.full((1, 1), 3, dtype=torch.uint8), 2)[0, 1:].eq(0).all()
+
+
+def test_pack_accepts_integer_dtypes(gen):
+    codes = _codes(5, 70, 15, gen, "cpu")
+    want = pack_weights(codes, 4)
+    for dt in (torch.int8, torch.int16, torch.int32, torch.int64):
+        assert torch.equal(pack_weights(codes.to(dt), 4), want)
+
+
+def _quantized_layer(rows, cols, bits, maxq, gen, device):
+    codes = _codes(rows, cols, maxq, gen, "cpu")
+    scale = (torch.rand(rows, generator=gen) * 0.1 + 1e-3).to(device)
+    zero = torch.randint(0, maxq + 1, (rows,), generator=gen).to(torch.float32).to(device)
+    return codes.to(device), pack_weights(codes.to(device), bits), scale, zero
+
+
+def _dequant64(codes, scale, zero):
+    return scale.double()[:, None] * (codes.double() - zero.double()[:, None])
+
+
+# (leading dims of x, rows, cols): batch 1, odd batches, extra leading dims, shapes around
+# the kernels' row/column tiles, and batches that take the large-batch (GEMM) path.
+LINEAR_CASES = [
+    ((1,), 1, 1),
+    ((1,), 17, 131),
+    ((3,), 64, 576),
+    ((5,), 33, 64),
+    ((2, 3), 10, 129),
+    ((1, 1, 7), 9, 300),
+    ((8,), 130, 1000),
+    ((13,), 127, 255),
+    ((64,), 70, 190),
+    ((257,), 65, 130),
+    ((0,), 5, 20),
+    ((4,), 0, 20),
+    ((3,), 6, 0),
+]
+
+
+@pytest.mark.parametrize("with_bias", [False, True], ids=["nobias", "bias"])
+@pytest.mark.parametrize("bits,maxq", LEVELS, ids=["2bit", "ternary", "4bit"])
+@pytest.mark.parametrize("case", LINEAR_CASES, ids=str)
+def test_lowbit_linear_matches_reference(case, bits, maxq, with_bias, gen, device):
+    lead, rows, cols = case
+    codes, packed, scale, zero = _quantized_layer(rows, cols, bits, maxq, gen, device)
+    x = torch.randn(*lead, cols, generator=gen).to(device)
+    bias = torch.randn(rows, generator=gen).to(device) if with_bias else None
+
+    y = lowbit_linear(x, packed, scale, zero, bits, bias)
+    assert y.shape == (*lead, rows) and y.dtype == torch.float32
+
+    w32 = scale[:, None] * (codes.float() - zero[:, None])  # the fake-quant weight, fp32
+    y_fl = F.linear(x, w32, bias)  # what the fake-quant model computes
+    # The reference is, by construction, F.linear on the dequantized weights.
+    cpu_bias = None if bias is None else bias.cpu()
+    y_ref = reference.lowbit_linear(x.cpu(), packed.cpu(), scale.cpu(), zero.cpu(), bits, cpu_bias)
+    assert torch.equal(y_ref, F.linear(x.cpu(), w32.cpu(), cpu_bias))
+    y64 = F.linear(
+        x.double(), _dequant64(codes, scale, zero), None if bias is None else bias.double()
+    )
+    # flash-attention's rule: the kernel's error against the float64 result is at most
+    # twice that of the fp32 F.linear on the dequantized weights (itself a valid fp32
+    # answer), plus a tiny absolute slack for entries where the fp32 error is ~0; the
+    # slack scales with the size of the terms summed (|x| |w| summed over C).
+    mag = (
+        F.linear(x.double().abs(), _dequant64(codes, scale, zero).abs()).max().item()
+        if y.numel()
+        else 0.0
+    )
+    err_k = (y.double() - y64).abs().max().item() if y.numel() else 0.0
+    err_f = (y_fl.double() - y64).abs().max().item() if y.numel() else 0.0
+    assert err_k <= 2 * err_f + 1e-6 * mag + 1e-7, (err_k, err_f, mag)
+
+
+def test_lowbit_linear_nan_propagates(gen):
+    codes, packed, scale, zero = _quantized_layer(6, 100, 2, 3, gen, "cpu")
+    x = torch.randn(3, 100, generator=gen)
+    x[1, 17] = float("nan")
+    y = lowbit_linear(x, packed, scale, zero, 2)
+    want = F.linear(x, scale[:, None] * (codes.float() - zero[:, None]))
+    assert torch.equal(y.isnan(), want.isnan())
+    assert y[1].isnan().all() and not y[0].isnan().any()
+
+
+def test_lowbit_linear_non_contiguous_x(gen):
+    codes, packed, scale, zero = _quantized_layer(20, 70, 4, 15, gen, "cpu")
+    x = torch.randn(70, 9, generator=gen).t()
+    y = lowbit_linear(x, packed, scale, zero, 4)
+    torch.testing.assert_close(y, reference.lowbit_linear(x.contiguous(), packed, scale, zero, 4))
+
+
+# ---------------------------------------------------------------------------------------
+# opcheck: schema, fake kernel, and dispatch consistency of every op.
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_opcheck(bits, gen, device):
+    codes, packed, scale, zero = _quantized_layer(11, 133, bits, (1 << bits) - 1, gen, device)
+    x = torch.randn(3, 133, generator=gen).to(device)
+    bias = torch.randn(11, generator=gen).to(device)
+    torch.library.opcheck(torch.ops.ptqx.pack_weights.default, (codes, bits))
+    torch.library.opcheck(torch.ops.ptqx.unpack_weights.default, (packed, bits, 133))
+    torch.library.opcheck(
+        torch.ops.ptqx.lowbit_linear.default, (x, packed, scale, zero, bits, bias)
+    )
+    torch.library.opcheck(
+        torch.ops.ptqx.lowbit_linear.default, (x, packed, scale, zero, bits, None)
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Bad inputs: a clear error naming the argument.
+
+
+def test_bad_pack_inputs():
+    ok = torch.zeros(3, 10, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="bits"):
+        pack_weights(ok, 3)
+    with pytest.raises(ValueError, match="bits"):
+        pack_weights(ok, 8)
+    with pytest.raises(TypeError, match="codes.*dtype"):
+        pack_weights(ok.float(), 2)
+    with pytest.raises(ValueError, match="codes.*dimensions"):
+        pack_weights(ok[0], 2)
+    with pytest.raises(ValueError, match=r"codes: values must lie in \[0, 3\]"):
+        pack_weights(torch.full((2, 2), 4, dtype=torch.uint8), 2)
+    with pytest.raises(ValueError, match=r"codes: values must lie in \[0, 15\]"):
+        pack_weights(torch.full((2, 2), -1, dtype=torch.int32), 4)
+
+
+def test_bad_unpack_inputs():
+    packed = pack_weights(torch.zeros(3, 10, dtype=torch.uint8), 2)
+    with pytest.raises(ValueError, match="packed.*bytes per row"):
+        unpack_weights(packed, 2, 200)
+    with pytest.raises(ValueError, match="cols"):
+        unpack_weights(packed, 2, -1)
+    with pytest.raises(TypeError, match="packed.*dtype"):
+        unpack_weights(packed.to(torch.int32), 2, 10)
+    with pytest.raises(ValueError, match="bits"):
+        unpack_weights(packed, 3, 10)
+
+
+def test_bad_linear_inputs(gen):
+    codes, packed, scale, zero = _quantized_layer(6, 100, 2, 3, gen, "cpu")
+    x = torch.randn(2, 100, generator=gen)
+    with pytest.raises(TypeError, match="x.*dtype"):
+        lowbit_linear(x.double(), packed, scale, zero, 2)
+    with pytest.raises(ValueError, match="packed.*input features"):
+        lowbit_linear(torch.randn(2, 200), packed, scale, zero, 2)
+    with pytest.raises(ValueError, match="packed.*input features"):
+        lowbit_linear(x, packed, scale, zero, 4)  # 100 cols at 4 bits need 64 bytes, not 32
+    with pytest.raises(ValueError, match="scale.*shape"):
+        lowbit_linear(x, packed, scale[:5], zero, 2)
+    with pytest.raises(ValueError, match="zero.*shape"):
+        lowbit_linear(x, packed, scale, zero[:1], 2)
+    with pytest.raises(ValueError, match="scale.*NaN"):
+        lowbit_linear(x, packed, torch.full_like(scale, float("nan")), zero, 2)
+    with pytest.raises(ValueError, match="bias.*shape"):
+        lowbit_linear(x, packed, scale, zero, 2, torch.zeros(7))
+    with pytest.raises(TypeError, match="packed.*dtype"):
+        lowbit_linear(x, packed.to(torch.int16), scale, zero, 2)
+    with pytest.raises(ValueError, match="bits"):
+        lowbit_linear(x, packed, scale, zero, 3)
+    with pytest.raises(TypeError, match="scale.*dtype"):
+        lowbit_linear(x, packed, scale.double(), zero, 2)
