@@ -56,7 +56,11 @@ def _freeze(value: Any) -> Any:
 
 def thaw(value: Any) -> Any:
     """Inverse of :func:`_freeze` for pair tuples (used for JSON/TOML round trips)."""
-    if isinstance(value, tuple) and all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in value) and value:
+    if (
+        isinstance(value, tuple)
+        and all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in value)
+        and value
+    ):
         return {k: thaw(v) for k, v in value}
     if isinstance(value, tuple):
         return [thaw(v) for v in value]
@@ -138,9 +142,31 @@ class AuditConfig:
             set_(self, "bits", (self.bits,))
         set_(self, "methods", tuple(self.methods))
         set_(self, "attacks", tuple(self.attacks))
-        set_(self, "train", _freeze(dict(self.train) if isinstance(self.train, Mapping) else thaw(self.train) or {}))
-        set_(self, "layer_bits", _freeze(dict(self.layer_bits) if isinstance(self.layer_bits, Mapping) else thaw(self.layer_bits) or {}))
-        set_(self, "quant_options", _freeze(dict(self.quant_options) if isinstance(self.quant_options, Mapping) else thaw(self.quant_options) or {}))
+        set_(
+            self,
+            "train",
+            _freeze(
+                dict(self.train) if isinstance(self.train, Mapping) else thaw(self.train) or {}
+            ),
+        )
+        set_(
+            self,
+            "layer_bits",
+            _freeze(
+                dict(self.layer_bits)
+                if isinstance(self.layer_bits, Mapping)
+                else thaw(self.layer_bits) or {}
+            ),
+        )
+        set_(
+            self,
+            "quant_options",
+            _freeze(
+                dict(self.quant_options)
+                if isinstance(self.quant_options, Mapping)
+                else thaw(self.quant_options) or {}
+            ),
+        )
         if self.data_root is not None:
             set_(self, "data_root", str(self.data_root))
         set_(self, "out", str(self.out))
@@ -166,8 +192,12 @@ class AuditConfig:
         if not isinstance(self.arch, str) or not self.arch:
             p.append(f"arch: expected a non-empty name, got {self.arch!r}")
         if not is_int(self.n_models) or self.n_models < 2:
-            p.append(f"n_models: need an integer >= 2 (leave-one-out needs reference models), got {self.n_models!r}")
-        if self.universe_size is not None and (not is_int(self.universe_size) or self.universe_size < 2):
+            p.append(
+                f"n_models: need an integer >= 2 (leave-one-out needs reference models), got {self.n_models!r}"
+            )
+        if self.universe_size is not None and (
+            not is_int(self.universe_size) or self.universe_size < 2
+        ):
             p.append(f"universe_size: need an integer >= 2 or None, got {self.universe_size!r}")
         bits: list[float] = []
         for b in self.bits:
@@ -177,7 +207,9 @@ class AuditConfig:
                 p.append(f"bits: {b!r} is not a number")
                 continue
             if not any(math.isclose(fb, s) for s in SUPPORTED_BITS):
-                p.append(f"bits: {b!r} out of range; supported: {', '.join(map(_bits_label, SUPPORTED_BITS))}")
+                p.append(
+                    f"bits: {b!r} out of range; supported: {', '.join(map(_bits_label, SUPPORTED_BITS))}"
+                )
             bits.append(fb)
         if not self.bits:
             p.append("bits: need at least one bit-width")
@@ -185,8 +217,12 @@ class AuditConfig:
             p.append(f"bits: duplicates in {list(self.bits)}")
         object.__setattr__(self, "bits", tuple(bits))
         for name, b in thaw(self.layer_bits).items() if self.layer_bits else ():
-            if not isinstance(b, int | float) or not any(math.isclose(float(b), s) for s in SUPPORTED_BITS):
-                p.append(f"layer_bits[{name!r}]: {b!r} out of range; supported: {', '.join(map(_bits_label, SUPPORTED_BITS))}")
+            if not isinstance(b, int | float) or not any(
+                math.isclose(float(b), s) for s in SUPPORTED_BITS
+            ):
+                p.append(
+                    f"layer_bits[{name!r}]: {b!r} out of range; supported: {', '.join(map(_bits_label, SUPPORTED_BITS))}"
+                )
         if not self.methods:
             p.append("methods: need at least one PTQ method")
         if len(set(self.methods)) != len(self.methods):
@@ -236,7 +272,9 @@ class AuditConfig:
         try:
             datasets = registries.dataset_names()
             if self.dataset not in datasets:
-                p.append(f"dataset: unknown {self.dataset!r}; available: {', '.join(sorted(datasets))}")
+                p.append(
+                    f"dataset: unknown {self.dataset!r}; available: {', '.join(sorted(datasets))}"
+                )
         except ImportError as e:
             p.append(f"dataset: ptqx.data is not available ({e})")
         try:
@@ -272,7 +310,11 @@ class AuditConfig:
         return thaw(self.train) if self.train else {}
 
     def layer_bits_dict(self) -> dict[str, float]:
-        return {k: float(v) for k, v in (thaw(self.layer_bits) or {}).items()} if self.layer_bits else {}
+        return (
+            {k: float(v) for k, v in (thaw(self.layer_bits) or {}).items()}
+            if self.layer_bits
+            else {}
+        )
 
     def quant_options_for(self, method: str) -> dict[str, Any]:
         return dict((thaw(self.quant_options) or {}).get(method, {})) if self.quant_options else {}
@@ -304,9 +346,13 @@ class AuditConfig:
             with open(path, "rb") as f:
                 raw = tomllib.load(f)
         except FileNotFoundError:
-            raise ConfigError(f"invalid audit configuration:\n  - config file {str(path)!r} does not exist") from None
+            raise ConfigError(
+                f"invalid audit configuration:\n  - config file {str(path)!r} does not exist"
+            ) from None
         except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"invalid audit configuration:\n  - {path}: not valid TOML ({e})") from None
+            raise ConfigError(
+                f"invalid audit configuration:\n  - {path}: not valid TOML ({e})"
+            ) from None
         data = dict(raw.get("audit", {})) if "audit" in raw else dict(raw)
         for k in ("train", "quant_options", "layer_bits"):
             if k in raw and k not in data:
@@ -317,3 +363,13 @@ class AuditConfig:
 
 def config_labels(bits: float) -> str:
     return _bits_label(bits)
+
+
+def dataset_defaults(dataset: str) -> dict[str, Any]:
+    """Settings ``ptqx run`` uses for a data set when no --config is given (flags override).
+
+    Every data set writes to ``runs/<dataset>``. The reconstruction methods' iteration
+    counts are left to the quantizers' own defaults except where noted.
+    """
+    d: dict[str, Any] = {"dataset": dataset, "out": f"runs/{dataset}"}
+    return d

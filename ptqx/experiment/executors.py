@@ -124,7 +124,9 @@ class ProcessPoolExecutor:
         graph, errors = _Graph(units), {}
         threads = max(1, (os.cpu_count() or 1) // self.jobs)
         ctx = mp.get_context("spawn")
-        with cf.ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_worker_init, initargs=(threads,)) as pool:
+        with cf.ProcessPoolExecutor(
+            self.jobs, mp_context=ctx, initializer=_worker_init, initargs=(threads,)
+        ) as pool:
             running: dict[cf.Future, Unit] = {}
             while True:
                 for u in graph.ready():

@@ -43,5 +43,23 @@ def train_config(dataset: str, overrides: dict[str, Any]):
     fields = {f.name for f in dataclasses.fields(base)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
-        raise ValueError(f"unknown TrainConfig field(s) {unknown}; known: {', '.join(sorted(fields))}")
+        raise ValueError(
+            f"unknown TrainConfig field(s) {unknown}; known: {', '.join(sorted(fields))}"
+        )
     return dataclasses.replace(base, **overrides) if overrides else base
+
+
+def build_model(name: str, **kwargs):
+    try:
+        from ptqx.models import build_model as _build
+    except ImportError:  # older ptqx.models without the re-export
+        from ptqx.models.registry import build_model as _build
+    return _build(name, **kwargs)
+
+
+def batched_logits(models, x):
+    try:
+        from ptqx.models import batched_logits as _bl
+    except ImportError:
+        from ptqx.models.batched import batched_logits as _bl
+    return _bl(models, x)

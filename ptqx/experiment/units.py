@@ -37,7 +37,9 @@ def _canonical(obj: Any) -> str:
 
 def content_key(kind: str, params: dict[str, Any], deps: Sequence[str]) -> str:
     """sha256 hex (32 chars) of everything a unit's result depends on."""
-    blob = _canonical({"kind": kind, "version": UNIT_VERSIONS[kind], "params": params, "deps": list(deps)})
+    blob = _canonical(
+        {"kind": kind, "version": UNIT_VERSIONS[kind], "params": params, "deps": list(deps)}
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
@@ -65,11 +67,27 @@ class Unit:
     resources: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
-def make_unit(kind: str, name: str, params: dict[str, Any], deps: Sequence[str] = (), *, hints=None, resources=None) -> Unit:
+def make_unit(
+    kind: str,
+    name: str,
+    params: dict[str, Any],
+    deps: Sequence[str] = (),
+    *,
+    hints=None,
+    resources=None,
+) -> Unit:
     if kind not in UNIT_KINDS:
         raise ValueError(f"kind: unknown unit kind {kind!r}; known: {sorted(UNIT_KINDS)}")
     deps = tuple(deps)
-    return Unit(kind, name, content_key(kind, params, deps), params, deps, dict(hints or {}), dict(resources or {"num_cpus": 1}))
+    return Unit(
+        kind,
+        name,
+        content_key(kind, params, deps),
+        params,
+        deps,
+        dict(hints or {}),
+        dict(resources or {"num_cpus": 1}),
+    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -132,13 +150,41 @@ def context_keep(unit: Unit, n_examples: int) -> np.ndarray:
 
 
 def _build(unit: Unit, ds) -> torch.nn.Module:
-    from ptqx.models import build_model
+    from .registries import build_model
 
-    return build_model(unit.params["arch"], num_classes=ds.num_classes, in_channels=ds.in_channels, image_size=ds.image_size)
+    return build_model(
+        unit.params["arch"],
+        num_classes=ds.num_classes,
+        in_channels=ds.in_channels,
+        image_size=ds.image_size,
+    )
+
+
+def _match_structure(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Make a freshly built model match a quantizer's output state dict.
+
+    Quantizers may fold BatchNorm into the preceding conv (the BN becomes Identity and
+    the conv gains a bias); rebuilding that structure from the state dict's keys keeps
+    artifacts free of pickled modules.
+    """
+    keys = set(state)
+    for name, mod in list(model.named_modules()):
+        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm) and not any(
+            k.startswith(name + ".") for k in keys
+        ):
+            parent, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, leaf, torch.nn.Identity())
+        elif (
+            isinstance(mod, torch.nn.Conv2d | torch.nn.Linear)
+            and mod.bias is None
+            and f"{name}.bias" in keys
+        ):
+            mod.bias = torch.nn.Parameter(torch.zeros_like(state[f"{name}.bias"]))
 
 
 def _load_model(unit: Unit, ds, payload: dict[str, Any], device: str) -> torch.nn.Module:
     model = _build(unit, ds)
+    _match_structure(model, payload["state_dict"])
     model.load_state_dict(payload["state_dict"], strict=True)
     return model.to(device).eval()
 
@@ -179,9 +225,18 @@ def _run_quantize(unit: Unit, inputs: dict[str, Any]):
         x = ds.augment(x, torch.Generator().manual_seed(calib["augment_seed"]))
     x = ds.normalize(x).to(device)
     torch.manual_seed(p["seed"])  # methods with their own randomness (batch order) see a fixed seed
-    q = quantize(model, method=p["method"], bits=p["bits"], calib=x, layer_bits=p["layer_bits"] or None, **p["options"])
+    q = quantize(
+        model,
+        method=p["method"],
+        bits=p["bits"],
+        calib=x,
+        layer_bits=p["layer_bits"] or None,
+        **p["options"],
+    )
     state = {k: v.detach().cpu() for k, v in q.state_dict().items()}
-    return {"state_dict": state, "calib_positions": torch.from_numpy(pos)}, {"n_calib": int(pos.size)}
+    return {"state_dict": state, "calib_positions": torch.from_numpy(pos)}, {
+        "n_calib": int(pos.size)
+    }
 
 
 def _score_batch(n_models: int, image_elems: int) -> int:
@@ -190,8 +245,9 @@ def _score_batch(n_models: int, image_elems: int) -> int:
 
 
 def _run_score(unit: Unit, inputs: dict[str, Any]):
-    from ptqx.models import batched_logits
     from ptqx.ops import logit_scores
+
+    from .registries import batched_logits
 
     ds, uidx = context_dataset(unit)
     device = unit.hints.get("device", "cpu")
@@ -226,12 +282,21 @@ def _run_attack(unit: Unit, inputs: dict[str, Any]):
     ref = inputs[p["reference"]]["scores"].numpy()
     n, m, _ = target.shape
     keep = _keep(int(p["keep"]["n_models"]), m, int(p["keep"]["seed"]))
-    stat = np.asarray(attack_statistic(p["attack"], target, ref, keep, mode=p["mode"]), dtype=np.float64)
+    stat = np.asarray(
+        attack_statistic(p["attack"], target, ref, keep, mode=p["mode"]), dtype=np.float64
+    )
     calib = np.zeros_like(keep)
     for i, seed in enumerate(p["calib"]["seeds"]):
         calib[i, calibration_positions(keep[i], p["calib"]["size"], seed)] = True
     subsets = {"calibration_members": calib, "other_members": keep & ~calib, "non_members": ~keep}
-    metrics = evaluate(stat, keep, fprs=tuple(p["fprs"]), n_bootstrap=p["n_bootstrap"], seed=p["seed"], subsets=subsets)
+    metrics = evaluate(
+        stat,
+        keep,
+        fprs=tuple(p["fprs"]),
+        n_bootstrap=p["n_bootstrap"],
+        seed=p["seed"],
+        subsets=subsets,
+    )
     fpr, tpr = _roc(roc_curve, stat, keep)
     return {"metrics": _jsonable(metrics), "roc_fpr": fpr, "roc_tpr": tpr}, {}
 
@@ -290,7 +355,14 @@ def run_unit(unit: Unit, store_root: str) -> dict[str, Any]:
     store.put(
         unit.key,
         payload,
-        meta={"kind": unit.kind, "name": unit.name, "params": unit.params, "deps": list(unit.deps), "seconds": seconds, **meta},
+        meta={
+            "kind": unit.kind,
+            "name": unit.name,
+            "params": unit.params,
+            "deps": list(unit.deps),
+            "seconds": seconds,
+            **meta,
+        },
     )
     return {"key": unit.key, "seconds": seconds, **meta}
 
