@@ -357,7 +357,14 @@ class AuditConfig:
         for k in ("train", "quant_options", "layer_bits"):
             if k in raw and k not in data:
                 data[k] = raw[k]
-        data.update({k: v for k, v in overrides.items() if v is not None})
+        for k, v in overrides.items():
+            if v is None:
+                continue
+            # Table settings merge (``--epochs`` keeps the file's other [train] entries).
+            if k in ("train", "quant_options", "layer_bits") and isinstance(data.get(k), dict) and isinstance(v, Mapping):
+                data[k] = {**data[k], **v}
+            else:
+                data[k] = v
         return cls.from_dict(data)
 
 
