@@ -491,6 +491,7 @@ def audit(
 
     names = {u.key: u.name for u in plan.units}
     todo_keys = {u.key for u in todo}
+    done_keys = {u.key for u in done}
     units_status = {
         u.name: {
             "kind": u.kind,
@@ -498,7 +499,7 @@ def audit(
             "deps": [names[d] for d in u.deps],
             "status": "pending"
             if u.key in todo_keys
-            else ("cached" if u in done else "not needed"),
+            else ("cached" if u.key in done_keys else "not needed"),
         }
         for u in plan.units
     }
