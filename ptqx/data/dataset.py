@@ -19,7 +19,9 @@ class DatasetError(ValueError):
     """
 
 
-def _check_images(name: str, x: object, *, c: int | None = None, hw: int | None = None) -> torch.Tensor:
+def _check_images(
+    name: str, x: object, *, c: int | None = None, hw: int | None = None
+) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
     if x.dtype != torch.uint8:
@@ -121,7 +123,9 @@ class Dataset:
             )
         c = self.x_train.shape[1]
         if len(self.mean) != c or len(self.std) != c or min(self.std) <= 0:
-            raise DatasetError(f"{where}: need {c} means and {c} positive stds, got {self.mean}, {self.std}")
+            raise DatasetError(
+                f"{where}: need {c} means and {c} positive stds, got {self.mean}, {self.std}"
+            )
         if self.shift < 0 or self.shift >= self.x_train.shape[2]:
             raise DatasetError(f"{where}: shift must be in [0, image size), got {self.shift}")
         object.__setattr__(self, "in_channels", int(c))
@@ -162,7 +166,9 @@ class Dataset:
         """
         _check_images("x", x, c=self.in_channels, hw=self.image_size)
         if not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
+            raise TypeError(
+                f"generator: expected a torch.Generator, got {type(generator).__name__}"
+            )
         b = x.shape[0]
         gdev = generator.device
         out = x
@@ -192,7 +198,11 @@ class Dataset:
         """
         _check_images("x", x, c=self.in_channels, hw=self.image_size)
         specs = view_specs(hflip=self.hflip, shift=self.shift)
-        if isinstance(n_views, bool) or not isinstance(n_views, int) or not 1 <= n_views <= len(specs):
+        if (
+            isinstance(n_views, bool)
+            or not isinstance(n_views, int)
+            or not 1 <= n_views <= len(specs)
+        ):
             raise ValueError(
                 f"n_views: expected an int in [1, {len(specs)}] for dataset {self.name!r} "
                 f"(hflip={self.hflip}, shift={self.shift}), got {n_views!r}"

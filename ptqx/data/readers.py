@@ -138,12 +138,16 @@ def read_cifar_pickle(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarra
     try:
         d = _SafeUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except Exception as exc:  # any unpickling failure means the file is corrupt
-        raise DatasetError(f"{path}: corrupt or truncated pickle ({type(exc).__name__}: {exc})") from exc
+        raise DatasetError(
+            f"{path}: corrupt or truncated pickle ({type(exc).__name__}: {exc})"
+        ) from exc
     if not isinstance(d, dict):
         raise DatasetError(f"{path}: expected a pickled dict, got {type(d).__name__}")
     d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
     if "data" not in d or label_key not in d:
-        raise DatasetError(f"{path}: missing key 'data' or {label_key!r} (has {sorted(map(str, d))})")
+        raise DatasetError(
+            f"{path}: missing key 'data' or {label_key!r} (has {sorted(map(str, d))})"
+        )
     try:
         data = np.asarray(d["data"], dtype=np.uint8)
         labels = np.asarray(d[label_key], dtype=np.int64)
@@ -170,7 +174,9 @@ def find_folder(root: Path, name: str, marker: str) -> Path:
         return root / name
     if (root / marker).exists():
         return root
-    raise DatasetError(f"{root / name}: folder not found (looked for {name}/ or {marker} in {root})")
+    raise DatasetError(
+        f"{root / name}: folder not found (looked for {name}/ or {marker} in {root})"
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -193,7 +199,9 @@ def _decode_jpeg(path: Path, size: int | None) -> np.ndarray:
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
         raise DatasetError(f"{path}: cannot decode image ({exc})") from exc
     if size is not None and arr.shape[:2] != (size, size):
-        raise DatasetError(f"{path}: image is {arr.shape[1]}x{arr.shape[0]}, expected {size}x{size}")
+        raise DatasetError(
+            f"{path}: image is {arr.shape[1]}x{arr.shape[0]}, expected {size}x{size}"
+        )
     return arr.transpose(2, 0, 1)
 
 
@@ -220,7 +228,9 @@ def _tiny_listing(folder: Path) -> tuple[list[str], list[Path], list[int], list[
     except OSError as exc:
         raise DatasetError(f"{wpath}: cannot read ({exc.strerror or exc})") from exc
     if not wnids or len(set(wnids)) != len(wnids):
-        raise DatasetError(f"{wpath}: expected a list of distinct class ids, got {len(wnids)} lines")
+        raise DatasetError(
+            f"{wpath}: expected a list of distinct class ids, got {len(wnids)} lines"
+        )
     index = {w: i for i, w in enumerate(wnids)}
     tr_paths: list[Path] = []
     tr_labels: list[int] = []
@@ -342,7 +352,9 @@ def to_nchw(path: Path, key: str, x: np.ndarray) -> np.ndarray:
     if x.ndim == 3:
         x = x[:, None]
     if x.ndim != 4:
-        raise DatasetError(f"{path}: {key} must be [N, H, W], [N, C, H, W] or [N, H, W, C], got {list(x.shape)}")
+        raise DatasetError(
+            f"{path}: {key} must be [N, H, W], [N, C, H, W] or [N, H, W, C], got {list(x.shape)}"
+        )
     if x.shape[3] in (1, 3) and x.shape[1] not in (1, 3):
         x = x.transpose(0, 3, 1, 2)
     if x.shape[1] not in (1, 3):

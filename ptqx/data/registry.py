@@ -43,7 +43,9 @@ def _tensor(a: np.ndarray, dtype) -> torch.Tensor:
     return torch.from_numpy(a if a.flags.writeable else a.copy())
 
 
-def _build(name, x_tr, y_tr, x_te, y_te, num_classes, mean, std, *, hflip, shift, source) -> Dataset:
+def _build(
+    name, x_tr, y_tr, x_te, y_te, num_classes, mean, std, *, hflip, shift, source
+) -> Dataset:
     return Dataset(
         name=name,
         x_train=_tensor(x_tr, np.uint8),
@@ -93,13 +95,19 @@ def load_fashion_mnist(root: Path | None = None) -> Dataset:
     """
     folder = Path(root) if root is not None else DEFAULT_FASHION_ROOT
     if not folder.is_dir():
-        hint = " (install the Debian package dataset-fashion-mnist or pass root)" if root is None else ""
+        hint = (
+            " (install the Debian package dataset-fashion-mnist or pass root)"
+            if root is None
+            else ""
+        )
         raise DatasetError(f"{folder}: folder not found{hint}")
     x_tr, y_tr = readers.read_idx_split(folder, "train")
     x_te, y_te = readers.read_idx_split(folder, "test")
     for split, x, y in (("train", x_tr, y_tr), ("t10k", x_te, y_te)):
         if x.shape[1:] != (1, 28, 28):
-            raise DatasetError(f"{folder}/{split}-images: expected 28x28 images, got {list(x.shape[2:])}")
+            raise DatasetError(
+                f"{folder}/{split}-images: expected 28x28 images, got {list(x.shape[2:])}"
+            )
         readers.check_labels(folder / f"{split}-labels-idx1-ubyte", y, 10)
     return _build(
         "fashion-mnist", x_tr, y_tr, x_te, y_te, 10, FASHION_MEAN, FASHION_STD,
@@ -113,7 +121,9 @@ def load_cifar10(root: Path | None = None) -> Dataset:
     ``root`` may also be the ``cifar-10-batches-py`` folder itself. Augmentation: flip +
     random 32x32 crop from the image zero-padded by 4 (the protocol).
     """
-    folder = readers.find_folder(Path(root) if root else default_root(), "cifar-10-batches-py", "data_batch_1")
+    folder = readers.find_folder(
+        Path(root) if root else default_root(), "cifar-10-batches-py", "data_batch_1"
+    )
     parts = [readers.read_cifar_pickle(folder / f"data_batch_{i}", "labels") for i in range(1, 6)]
     x_te, y_te = readers.read_cifar_pickle(folder / "test_batch", "labels")
     for i, (_, y) in enumerate(parts, 1):
@@ -129,7 +139,9 @@ def load_cifar10(root: Path | None = None) -> Dataset:
 
 def load_cifar100(root: Path | None = None) -> Dataset:
     """CIFAR-100 python version: ``<root>/cifar-100-python/{train,test}``, fine labels (100)."""
-    folder = readers.find_folder(Path(root) if root else default_root(), "cifar-100-python", "train")
+    folder = readers.find_folder(
+        Path(root) if root else default_root(), "cifar-100-python", "train"
+    )
     x_tr, y_tr = readers.read_cifar_pickle(folder / "train", "fine_labels")
     x_te, y_te = readers.read_cifar_pickle(folder / "test", "fine_labels")
     readers.check_labels(folder / "train", y_tr, 100)
@@ -149,7 +161,9 @@ def load_tinyimagenet(root: Path | None = None, *, cache_dir: Path | None = None
     if that folder is read-only, ``~/.cache/ptqx/tinyimagenet-<hash>``).
     Augmentation: flip + random 64x64 crop from the image zero-padded by 4.
     """
-    folder = readers.find_folder(Path(root) if root else default_root(), "tiny-imagenet-200", "wnids.txt")
+    folder = readers.find_folder(
+        Path(root) if root else default_root(), "tiny-imagenet-200", "wnids.txt"
+    )
     x_tr, y_tr, x_te, y_te, k = readers.read_tinyimagenet(folder, cache_dir=cache_dir)
     return _build(
         "tinyimagenet", x_tr, y_tr, x_te, y_te, k, IMAGENET_MEAN, IMAGENET_STD,
@@ -178,7 +192,9 @@ def load_npz(root: Path | None = None) -> Dataset:
         with np.load(path, allow_pickle=False) as f:
             arrs = {k: f[k] for k in f.files}
     except Exception as exc:  # zip/format errors come in many types
-        raise DatasetError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from exc
+        raise DatasetError(
+            f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})"
+        ) from exc
     missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrs]
     if missing:
         raise DatasetError(f"{path}: missing arrays {missing} (has {sorted(arrs)})")
@@ -188,7 +204,9 @@ def load_npz(root: Path | None = None) -> Dataset:
     for key in ("y_train", "y_test"):
         y = arrs[key]
         if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-            raise DatasetError(f"{path}: {key} must be a 1-D integer array, got {y.dtype} {list(y.shape)}")
+            raise DatasetError(
+                f"{path}: {key} must be a 1-D integer array, got {y.dtype} {list(y.shape)}"
+            )
         ys.append(y.astype(np.int64))
     y_tr, y_te = ys
     for x, y, s in ((x_tr, y_tr, "train"), (x_te, y_te, "test")):
@@ -213,7 +231,9 @@ def load_npz(root: Path | None = None) -> Dataset:
     hflip = bool(arrs["hflip"]) if "hflip" in arrs else c == 3
     shift = int(arrs["shift"]) if "shift" in arrs else (4 if c == 3 else max(1, size // 14))
     shift = min(shift, size - 1)
-    return _build(path.stem, x_tr, y_tr, x_te, y_te, k, mean, std, hflip=hflip, shift=shift, source=str(path))
+    return _build(
+        path.stem, x_tr, y_tr, x_te, y_te, k, mean, std, hflip=hflip, shift=shift, source=str(path)
+    )
 
 
 DATASETS: dict[str, Callable[..., Dataset]] = {

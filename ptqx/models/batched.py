@@ -48,7 +48,9 @@ def _chunk(n_models: int, x: torch.Tensor, chunk_size: int | None) -> int:
 
 
 @torch.no_grad()
-def loop_logits(models: Sequence[nn.Module], x: torch.Tensor, *, chunk_size: int | None = None) -> torch.Tensor:
+def loop_logits(
+    models: Sequence[nn.Module], x: torch.Tensor, *, chunk_size: int | None = None
+) -> torch.Tensor:
     """The reference: each model in eval mode on ``x`` in chunks -> float32 [N, B, K].
 
     Models are switched to eval mode for the call and restored to their previous mode.
@@ -70,7 +72,9 @@ def loop_logits(models: Sequence[nn.Module], x: torch.Tensor, *, chunk_size: int
 
 
 @torch.no_grad()
-def vmap_logits(models: Sequence[nn.Module], x: torch.Tensor, *, chunk_size: int | None = None) -> torch.Tensor:
+def vmap_logits(
+    models: Sequence[nn.Module], x: torch.Tensor, *, chunk_size: int | None = None
+) -> torch.Tensor:
     """All models at once with ``stack_module_state`` + ``vmap(functional_call)``.
 
     BatchNorm uses running statistics (the template module is in eval mode). Raises
@@ -115,8 +119,10 @@ def batched_logits(
     """
     if method not in ("auto", "vmap", "loop"):
         raise ValueError(f"method: expected 'auto', 'vmap' or 'loop', got {method!r}")
-    if method == "loop" or (method == "auto" and DEFAULT_METHOD == "loop") or (
-        method == "auto" and len(models) == 1
+    if (
+        method == "loop"
+        or (method == "auto" and DEFAULT_METHOD == "loop")
+        or (method == "auto" and len(models) == 1)
     ):
         return loop_logits(models, x, chunk_size=chunk_size)
     if method == "vmap":

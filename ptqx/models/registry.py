@@ -12,7 +12,9 @@ from .resnet import ResNet18
 from .small_cnn import SmallCNN
 
 
-def _small_cnn(*, num_classes: int, in_channels: int, image_size: int, width: int = 16) -> nn.Module:
+def _small_cnn(
+    *, num_classes: int, in_channels: int, image_size: int, width: int = 16
+) -> nn.Module:
     # Width 16 (16/32/64 channels, ~24k parameters): its two stride-2 stages leave 2x2
     # maps on 8x8 digits and 7x7 on 28x28 Fashion-MNIST, and it trains in seconds
     # (digits) to about a minute (5000 Fashion-MNIST images x 15 epochs) on 2 CPU cores.
@@ -79,11 +81,17 @@ def build_model(
     Returns:
         The model in training mode, on the CPU.
     """
-    for arg, v in (("num_classes", num_classes), ("in_channels", in_channels), ("image_size", image_size)):
+    for arg, v in (
+        ("num_classes", num_classes),
+        ("in_channels", in_channels),
+        ("image_size", image_size),
+    ):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{arg}: expected a positive int, got {v!r}")
     fn = _resolve(name)
-    kwargs = dict(num_classes=num_classes, in_channels=in_channels, image_size=image_size, **options)
+    kwargs = dict(
+        num_classes=num_classes, in_channels=in_channels, image_size=image_size, **options
+    )
     if seed is None:
         model = fn(**kwargs)
     else:
@@ -93,3 +101,9 @@ def build_model(
     if not isinstance(model, nn.Module):
         raise ValueError(f"name: {name!r} returned {type(model).__name__}, expected an nn.Module")
     return model
+
+
+def default_model(dataset_name: str) -> str:
+    """The architecture the audit uses for a dataset: small_cnn for the grayscale sets,
+    the paper's resnet18 for the RGB ones (and for npz files)."""
+    return "small_cnn" if dataset_name in ("digits", "fashion-mnist") else "resnet18"
