@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from . import _library, reference  # noqa: F401  (defines the ops before native load)
 from ._build import STATUS, load_native
+from .attack_stats import LOO_STAT_NAMES, LooStats, lira_loo_stats
 from .grid import fake_quant, grid_search, quantize_codes
 from .lowbit import lowbit_linear, pack_weights, unpack_weights
 from .obc import obc_quantize_rows
@@ -19,10 +20,13 @@ load_native()
 OP_NAMES = tuple(_library.SCHEMAS)
 
 __all__ = [
+    "LOO_STAT_NAMES",
+    "LooStats",
     "OP_NAMES",
     "STATUS",
     "fake_quant",
     "grid_search",
+    "lira_loo_stats",
     "load_native",
     "logit_scores",
     "lowbit_linear",

@@ -47,6 +47,7 @@ SCHEMAS: dict[str, str] = {
         "Tensor? bias=None) -> Tensor"
     ),
     "logit_scores": "logit_scores(Tensor logits, Tensor labels) -> Tensor",
+    "lira_loo_stats": "lira_loo_stats(Tensor ref_scores, Tensor keep) -> (Tensor, Tensor)",
 }
 
 for _name, _schema in SCHEMAS.items():
@@ -102,3 +103,9 @@ def _lowbit_linear_fake(x, packed, scale, zero, bits, bias=None):
 @torch.library.register_fake("ptqx::logit_scores")
 def _logit_scores_fake(logits, labels):
     return logits.new_empty(logits.shape[:-1], dtype=torch.float64)
+
+
+@torch.library.register_fake("ptqx::lira_loo_stats")
+def _lira_loo_stats_fake(ref_scores, keep):
+    n, m, v = ref_scores.shape
+    return ref_scores.new_empty((6, n, m, v)), keep.new_empty((2, n, m), dtype=torch.int64)

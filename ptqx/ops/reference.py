@@ -320,3 +320,86 @@ def logit_scores(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     z_y = torch.gather(z, -1, idx).squeeze(-1)
     others = z.scatter(-1, idx, float("-inf"))
     return z_y - torch.logsumexp(others, dim=-1)
+
+
+# ---------------------------------------------------------------------------------------
+# Leave-one-out LiRA statistics (Carlini et al. 2022, "Membership Inference Attacks From
+# First Principles", Sec. IV: per-example Gaussians fit to the reference models' scores;
+# protocol.md: mu = np.median, sigma = population std, ddof 0)
+
+LOO_STAT_NAMES = ("median_in", "median_out", "mean_in", "mean_out", "std_in", "std_out")
+
+
+def _side_stats(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """np.median, mean and population std over dim 0 of ``x`` restricted to ``mask``.
+
+    Args:
+        x: float64 [J, M, V]; mask: bool [J, M, V].
+    Returns:
+        (median, mean, std, count): float64 [M, V] x3 (0 where count is 0), int64 [M, V].
+    """
+    count = mask.sum(dim=0)
+    k = count.clamp(min=1)
+    # Masked-out entries sort to the end, so the first ``count`` entries are the side.
+    srt = torch.where(mask, x, torch.inf).sort(dim=0).values
+    lo = torch.gather(srt, 0, ((k - 1) // 2).unsqueeze(0)).squeeze(0)
+    hi = torch.gather(srt, 0, (k // 2).unsqueeze(0)).squeeze(0)
+    median = (lo + hi) / 2  # np.median: mean of the two middle values for an even count
+    mean = torch.where(mask, x, 0).sum(dim=0) / k
+    var = torch.where(mask, (x - mean) ** 2, 0).sum(dim=0) / k  # two-pass, ddof 0
+    empty = count == 0
+    zero = torch.zeros((), dtype=x.dtype, device=x.device)
+    return (
+        torch.where(empty, zero, median),
+        torch.where(empty, zero, mean),
+        torch.where(empty, zero, var.sqrt()),
+        count,
+    )
+
+
+def lira_loo_stats(
+    ref_scores: torch.Tensor, keep: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-example IN/OUT statistics of the reference scores, leaving out each target.
+
+    The direct definition: for every target model ``n``, drop model ``n`` and, for every
+    example ``m`` and view ``v``, take the scores of the remaining models that trained on
+    ``m`` (IN) and those that did not (OUT); report each side's np.median (mean of the two
+    middle values for an even count), mean and population std (ddof 0), as LiRA fits its
+    per-example Gaussians (Carlini et al. 2022; Quant-MIA ``plot.py``). A side with no
+    model (the example is IN, or OUT, for every other model) takes the other side's
+    statistics, so a likelihood ratio built from them is 0 (no evidence) rather than
+    NaN; ``counts`` tells such entries apart. With no other model at all (N = 1) every
+    statistic is 0.
+
+    Args:
+        ref_scores: float32/float64 [N, M, V], finite.
+        keep: bool [N, M]; ``keep[j, m]`` iff model j trained on example m.
+    Returns:
+        stats: [6, N, M, V] in the dtype of ``ref_scores``, rows in the order of
+            ``LOO_STAT_NAMES`` (median_in, median_out, mean_in, mean_out, std_in, std_out);
+        counts: int64 [2, N, M], the number of IN and OUT models other than n.
+    """
+    n_models, m, v = ref_scores.shape
+    x = ref_scores.to(torch.float64)
+    stats = torch.empty((6, n_models, m, v), dtype=torch.float64, device=x.device)
+    counts = torch.empty((2, n_models, m), dtype=torch.int64, device=x.device)
+    models = torch.arange(n_models, device=x.device)
+    for n in range(n_models):
+        others = (models != n).unsqueeze(1)  # [N, 1]
+        sides = []
+        for member in (True, False):
+            mask = (keep == member) & others  # [N, M]
+            sides.append(_side_stats(x, mask.unsqueeze(-1).expand(-1, -1, v)))
+        (med_i, mean_i, std_i, c_i), (med_o, mean_o, std_o, c_o) = sides
+        empty_i, empty_o = (c_i == 0), (c_o == 0)
+        # An empty side borrows the other side's statistics (see the docstring).
+        stats[0, n] = torch.where(empty_i, med_o, med_i)
+        stats[1, n] = torch.where(empty_o, med_i, med_o)
+        stats[2, n] = torch.where(empty_i, mean_o, mean_i)
+        stats[3, n] = torch.where(empty_o, mean_i, mean_o)
+        stats[4, n] = torch.where(empty_i, std_o, std_i)
+        stats[5, n] = torch.where(empty_o, std_i, std_o)
+        counts[0, n] = c_i[:, 0] if v else ((keep & others).sum(0))
+        counts[1, n] = c_o[:, 0] if v else ((~keep & others).sum(0))
+    return stats.to(ref_scores.dtype), counts

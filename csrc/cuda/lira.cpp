@@ -1,0 +1,61 @@
+// CUDA binding for the leave-one-out LiRA statistics: check, pick the stream, launch.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/sum.h>
+#include <ATen/ops/stack.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <tuple>
+
+#include "ptqx/cuda/lira.h"
+
+namespace ptqx {
+namespace {
+
+std::tuple<at::Tensor, at::Tensor> lira_loo_stats_cuda_op(const at::Tensor& ref_, const at::Tensor& keep_) {
+  TORCH_CHECK(ref_.is_cuda() && keep_.is_cuda(), "ref_scores/keep: expected CUDA tensors");
+  TORCH_CHECK(ref_.scalar_type() == at::kFloat || ref_.scalar_type() == at::kDouble,
+              "ref_scores: expected float32 or float64, got ", ref_.scalar_type());
+  TORCH_CHECK(ref_.dim() == 3, "ref_scores: expected shape [N, M, V], got ", ref_.sizes());
+  TORCH_CHECK(keep_.scalar_type() == at::kBool, "keep: expected bool, got ", keep_.scalar_type());
+  TORCH_CHECK(keep_.dim() == 2 && keep_.size(0) == ref_.size(0) && keep_.size(1) == ref_.size(1),
+              "keep: expected shape [", ref_.size(0), ", ", ref_.size(1), "], got ", keep_.sizes());
+  TORCH_CHECK(ref_.size(0) <= cuda::kLiraMaxModels, "ref_scores: the CUDA kernel handles at most ",
+              cuda::kLiraMaxModels, " models (dim 0), got ", ref_.size(0));
+  c10::cuda::CUDAGuard guard(ref_.device());
+  auto ref = ref_.contiguous();
+  auto keep = keep_.contiguous();
+  const int64_t n = ref.size(0), m = ref.size(1), v = ref.size(2);
+  auto stats = at::empty({6, n, m, v}, ref.options());
+  at::Tensor counts;
+  if (v == 0) {
+    // No column for the kernel to visit; the counts are still defined.
+    auto k_in = keep.sum(0, /*keepdim=*/true, at::kLong);
+    auto kl = keep.to(at::kLong);
+    auto k_out = k_in.neg().add(n);
+    counts = at::stack({k_in.sub(kl), k_out.sub(kl.neg().add(1))}, 0);
+    return {stats, counts};
+  }
+  counts = at::empty({2, n, m}, keep.options().dtype(at::kLong));
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  cudaError_t err;
+  if (ref.scalar_type() == at::kFloat) {
+    err = cuda::lira_loo_stats<float>(ref.const_data_ptr<float>(), keep.const_data_ptr<bool>(), n, m, v,
+                                      stats.mutable_data_ptr<float>(), counts.mutable_data_ptr<int64_t>(),
+                                      stream);
+  } else {
+    err = cuda::lira_loo_stats<double>(ref.const_data_ptr<double>(), keep.const_data_ptr<bool>(), n, m,
+                                       v, stats.mutable_data_ptr<double>(),
+                                       counts.mutable_data_ptr<int64_t>(), stream);
+  }
+  TORCH_CHECK(err == cudaSuccess, "lira_loo_stats: CUDA launch failed: ", cudaGetErrorString(err));
+  return {stats, counts};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ptqx, CUDA, m) { m.impl("lira_loo_stats", &lira_loo_stats_cuda_op); }
+
+}  // namespace ptqx
