@@ -37,8 +37,37 @@ def fake_quant(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq: i
 
 
 def symmetric_zero(maxq: int) -> float:
-    """Zero point of the symmetric grid: the middle code (8 of 0..15, 1 of {0,1,2})."""
+    """Zero point of the symmetric grid: the middle code (8 of 0..15, 1 of {0,1,2}).
+
+    OBC writes ``(maxq + 1) / 2``, which equals this for its odd ``maxq = 2^b - 1``;
+    for the ternary ``maxq = 2`` it would give 1.5, a zero that is not a code, so the
+    middle code 1 is used and the grid is {-s, 0, +s}.
+    """
     return float((maxq + 1) // 2)
+
+
+def grid_range(
+    xmin: torch.Tensor, xmax: torch.Tensor, symmetric: bool, include_zero: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row (lo, hi) before shrinking, from the row min/max (float32 [R] each).
+
+    OBC ``Quantizer.find_params``: clamp the range to contain 0, then for the symmetric
+    grid use ``max(|lo|, hi)`` on both sides (only when ``lo < 0``: OBC's all-non-negative
+    row keeps ``lo = 0``, a quirk reproduced here), then an all-zero row becomes (-1, +1).
+    Extension for ``include_zero=False`` (OBC always includes 0): a constant row ``c != 0``
+    gets the range spanning ``c`` and 0, so ``c`` lies on the grid.
+    """
+    if include_zero:
+        xmin = torch.clamp(xmin, max=0)
+        xmax = torch.clamp(xmax, min=0)
+    if symmetric:
+        xmax = torch.maximum(xmin.abs(), xmax)
+        xmin = torch.where(xmin < 0, -xmax, xmin)
+    zero_row = (xmin == 0) & (xmax == 0)
+    constant = (xmin == xmax) & ~zero_row
+    lo = torch.where(zero_row, -1.0, torch.where(constant, torch.clamp(xmin, max=0), xmin))
+    hi = torch.where(zero_row, 1.0, torch.where(constant, torch.clamp(xmax, min=0), xmax))
+    return lo, hi
 
 
 def grid_search(
@@ -52,44 +81,50 @@ def grid_search(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row scale/zero by shrinking the range, as OBC's ``Quantizer.find_params``.
 
-    Candidate ``i`` in ``range(steps)`` uses the range ``p * (min, max)`` with
-    ``p = 1 - i / grid`` and keeps the one with the least ``sum |w - q(w)|^norm``
-    (first best wins ties). ``steps=1`` is plain min/max; OBC's MSE search is
-    ``grid=100, steps=80`` (p = 1, 0.99, ..., 0.21) with ``norm=2.4``.
+    Follows IST-DASLab/OBC ``quant.py`` (``Quantizer.find_params`` with ``perchannel``,
+    ``weight=True``, ``mse=True``; GPTQ's ``quant.py`` is the same code):
+    the range (lo, hi) is :func:`grid_range`; candidate ``i`` in ``range(steps)`` shrinks
+    it by ``p = 1 - i / grid``, takes ``scale = (p*hi - p*lo) / maxq`` and
+    ``zero = round(-p*lo / scale)`` (or the middle code when symmetric) and scores
+    ``sum |fake_quant(w) - w|^norm`` over the row; the first strictly better candidate
+    wins (``err < best``), and candidate 0 (the full range) is OBC's starting point.
+    ``steps=1`` is plain min/max; OBC's MSE search is ``grid=100, steps=80``
+    (``maxshrink=0.8``: p = 1, 0.99, ..., 0.21) with ``norm=2.4``.
+
+    Precision: the range and candidates are computed in float32 (``p`` rounded to float32
+    first, as torch does with a Python scalar times a float32 tensor), so the search
+    ranks exactly the float32 (scale, zero) that are returned and later used; the error
+    is evaluated in the dtype of ``w`` (float32 for OBC's float32 weights).
 
     Args:
-        w: float [R, ...]; each row is one output channel.
+        w: float32/float64 [R, ...]; each row is one output channel.
     Returns:
         (scale, zero): float32 [R] each.
     """
-    x = w.reshape(w.shape[0], -1).to(torch.float32)
+    x = w.reshape(w.shape[0], -1)
     rows = x.shape[0]
+    f32 = torch.float32
     if x.shape[1] == 0:
         return torch.ones(rows, device=w.device), torch.zeros(rows, device=w.device)
-    xmin = x.min(dim=1).values
-    xmax = x.max(dim=1).values
-    if include_zero:
-        xmin = torch.clamp(xmin, max=0)
-        xmax = torch.clamp(xmax, min=0)
-    if symmetric:
-        xmax = torch.maximum(xmin.abs(), xmax)
-        xmin = torch.where(xmin < 0, -xmax, xmin)
-    # A degenerate (constant) row would give scale 0; widen it by one unit each way,
-    # which for an all-zero row is OBC's (-1, +1).
-    degenerate = xmax == xmin
-    xmin = torch.where(degenerate, xmin - 1, xmin)
-    xmax = torch.where(degenerate, xmax + 1, xmax)
-
+    lo, hi = grid_range(
+        x.min(dim=1).values.to(f32), x.max(dim=1).values.to(f32), symmetric, include_zero
+    )
     sym_zero = torch.full((rows,), symmetric_zero(maxq), device=w.device)
-    best = torch.full((rows,), float("inf"), device=w.device)
-    best_scale = torch.empty(rows, device=w.device)
-    best_zero = torch.empty(rows, device=w.device)
+    best = torch.full((rows,), float("inf"), dtype=x.dtype, device=w.device)
+    best_scale = best_zero = None
     for i in range(max(steps, 1)):
-        p = 1 - i / grid
-        xmin1, xmax1 = p * xmin, p * xmax
-        scale1 = (xmax1 - xmin1) / maxq
-        zero1 = sym_zero if symmetric else torch.round(-xmin1 / scale1)
-        err = (fake_quant(x, scale1, zero1, maxq) - x).abs().pow(norm).sum(dim=1)
+        p = torch.tensor(1 - i / grid, dtype=f32, device=w.device)
+        lo1, hi1 = p * lo, p * hi
+        scale1 = (hi1 - lo1) / maxq
+        zero1 = sym_zero if symmetric else torch.round(-lo1 / scale1)
+        err = (
+            (fake_quant(x, scale1.to(x.dtype), zero1.to(x.dtype), maxq) - x)
+            .abs()
+            .pow(norm)
+            .sum(dim=1)
+        )
+        if best_scale is None:  # OBC starts from the full range before the MSE loop
+            best_scale, best_zero = scale1.clone(), zero1.clone()
         better = err < best
         best = torch.where(better, err, best)
         best_scale = torch.where(better, scale1, best_scale)

@@ -45,7 +45,7 @@ Alistarh 2022); "adaround"/"brecq" come from ``ptqx.quant.recon`` when present.
 
 from __future__ import annotations
 
-from . import rtn  # noqa: F401  (registers "rtn")
+from . import gptq, obc, rtn  # noqa: F401  (register the methods)
 from .api import (
     COMMON_OPTIONS,
     QUANTIZERS,

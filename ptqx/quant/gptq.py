@@ -1,0 +1,135 @@
+"""GPTQ (Frantar, Ashkboos, Hoefler, Alistarh, "GPTQ: Accurate Post-Training Quantization
+for Generative Pre-trained Transformers", ICLR 2023), Algorithm 1.
+
+Columns are quantized left to right (or by decreasing H_ii with ``actorder``); each
+column's rounding error is spread over the not-yet-quantized columns through the upper
+Cholesky factor of H^-1, in blocks of ``blocksize`` columns whose updates to the rest are
+applied lazily as one matrix product.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .api import ProgressFn, register_quantizer
+from .calib import CalibrationSet
+from .hessian import invert_hessian, quantize_with_hessians
+from .layers import LayerPlan
+from .spec import fit_grid
+
+
+def gptq_rows(
+    weight: torch.Tensor,
+    hessian: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor,
+    maxq: int,
+    *,
+    blocksize: int = 128,
+    actorder: bool = False,
+    damp: float = 0.01,
+    what: str = "layer",
+) -> torch.Tensor:
+    """GPTQ on one weight matrix sharing one Hessian.
+
+    Args:
+        weight: float32 [R, C] (dead inputs already zeroed).
+        hessian: float64 [C, C] (dead inputs already set to 1).
+        scale, zero: float32 [R]: the per-row grid, fixed beforehand.
+        maxq: largest code.
+        blocksize: columns per lazy batch.
+        actorder: quantize columns in order of decreasing H_ii.
+        damp: relative damping added to H's diagonal before inverting.
+        what: names the layer in errors.
+    Returns:
+        float32 [R, C]: quantized values ``scale * (code - zero)``.
+    """
+    w = weight.to(torch.float32).clone()
+    h = hessian
+    cols = w.shape[1]
+    perm = None
+    if actorder:
+        perm = torch.argsort(torch.diagonal(h), descending=True)
+        w, h = w[:, perm], h[perm][:, perm]
+    hinv = invert_hessian(h, damp=damp, what=what)
+    # Row i of the upper Cholesky factor of H^-1 gives column i's error propagation to
+    # the later columns, already divided through by the earlier eliminations.
+    u = torch.linalg.cholesky(hinv, upper=True).to(torch.float32)
+    s, z = scale[:, None], zero[:, None]
+    q_all = torch.zeros_like(w)
+    for i1 in range(0, cols, blocksize):
+        i2 = min(i1 + blocksize, cols)
+        w1 = w[:, i1:i2].clone()
+        err1 = torch.zeros_like(w1)
+        u1 = u[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            col = w1[:, i : i + 1]
+            # Same rounding as ptqx.ops.fake_quant (round half to even, clamp to the grid).
+            q = s * (torch.clamp(torch.round(col / s) + z, 0, maxq) - z)
+            q_all[:, i1 + i : i1 + i + 1] = q
+            e = (col - q) / u1[i, i]
+            w1[:, i:] -= e * u1[i : i + 1, i:]
+            err1[:, i : i + 1] = e
+        w[:, i2:] -= err1 @ u[i1:i2, i2:]
+    if perm is not None:
+        q_all = q_all[:, torch.argsort(perm)]
+    return q_all
+
+
+@register_quantizer("gptq", needs_calib=True)
+def quantize_gptq(
+    model: nn.Module,
+    plan: list[LayerPlan],
+    calib: CalibrationSet | None,
+    *,
+    progress: ProgressFn,
+    blocksize: int = 128,
+    actorder: bool = False,
+    damp: float = 0.01,
+    sequential: bool = True,
+) -> None:
+    """GPTQ for every planned layer.
+
+    Options:
+        blocksize: lazy-batch width (128, as the paper).
+        actorder: quantize columns by decreasing H_ii ("act-order").
+        damp: relative damping, ``damp * mean(diag H)`` added to the diagonal (0.01).
+        sequential: Hessians from the partially quantized network (True, GPTQ's default)
+            or all from the float network (False).
+    """
+    if not isinstance(blocksize, int) or blocksize < 1:
+        raise ValueError(f"blocksize: expected an int >= 1, got {blocksize!r}")
+    if not (isinstance(damp, int | float) and damp >= 0):
+        raise ValueError(f"damp: expected a float >= 0, got {damp!r}")
+
+    def layer_fn(lp: LayerPlan, w: torch.Tensor, h: torch.Tensor):
+        scale, zero = fit_grid(w, lp.spec)
+        g = h.shape[0]
+        per = w.shape[0] // g
+        q = torch.empty_like(w)
+        for k in range(g):
+            sl = slice(k * per, (k + 1) * per)
+            what = f"layer {lp.name!r}" + (f" group {k}" if g > 1 else "")
+            q[sl] = gptq_rows(
+                w[sl],
+                h[k],
+                scale[sl],
+                zero[sl],
+                lp.spec.maxq,
+                blocksize=blocksize,
+                actorder=actorder,
+                damp=damp,
+                what=what,
+            )
+        return q, scale, zero
+
+    quantize_with_hessians(
+        model,
+        plan,
+        calib,
+        sequential=sequential,
+        method="gptq",
+        progress=progress,
+        layer_fn=layer_fn,
+    )
