@@ -9,8 +9,6 @@ import pytest
 
 from ptqx.cli import build_parser, main
 
-from . import test_experiment  # noqa: F401  (stand-ins for layers not merged yet)
-
 TINY = [
     "run",
     "--dataset", "digits",
@@ -32,7 +30,15 @@ def test_cli_tiny_run_then_report_rebuild(tmp_path, capsys):
     out = tmp_path / "run"
     assert main([*TINY, "--config", str(toml), "--out", str(out)]) == 0
     assert "results.json" in capsys.readouterr().out
-    for name in ("manifest.json", "keep.npy", "labels.npy", "results.json", "results.csv", "report.md", "report.html"):
+    for name in (
+        "manifest.json",
+        "keep.npy",
+        "labels.npy",
+        "results.json",
+        "results.csv",
+        "report.md",
+        "report.html",
+    ):
         assert (out / name).exists(), name
     man = json.loads((out / "manifest.json").read_text())
     assert man["config"]["bits"] == [4.0, 2.0] and man["config"]["methods"] == ["rtn"]
@@ -71,7 +77,9 @@ def test_cli_bad_config_fails_before_work(tmp_path, capsys, flags, message):
 
 def test_cli_parsing():
     p = build_parser()
-    a = p.parse_args(["run", "--methods", "rtn,obc", "--bits", "4,2,1.58", "--calib-augment", "false"])
+    a = p.parse_args(
+        ["run", "--methods", "rtn,obc", "--bits", "4,2,1.58", "--calib-augment", "false"]
+    )
     assert a.methods == ("rtn", "obc") and a.bits == (4.0, 2.0, 1.58) and a.calib_augment is False
     with pytest.raises(SystemExit):
         p.parse_args(["run", "--bits", "4,two"])

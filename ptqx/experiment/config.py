@@ -361,7 +361,11 @@ class AuditConfig:
             if v is None:
                 continue
             # Table settings merge (``--epochs`` keeps the file's other [train] entries).
-            if k in ("train", "quant_options", "layer_bits") and isinstance(data.get(k), dict) and isinstance(v, Mapping):
+            if (
+                k in ("train", "quant_options", "layer_bits")
+                and isinstance(data.get(k), dict)
+                and isinstance(v, Mapping)
+            ):
                 data[k] = {**data[k], **v}
             else:
                 data[k] = v

@@ -25,33 +25,31 @@ PRIMARY_ATTACKS = ("lira_online", "lira_offline", "global_threshold")
 # -- metric access (results.json rows) -----------------------------------------------------
 
 
-def _fpr_key(fpr: float) -> str:
-    return f"{fpr:g}"
-
-
 def metric(row: dict[str, Any], name: str) -> tuple[float, float, float]:
-    """(value, ci_low, ci_high) of a metric in a results row.
+    """(value, ci_low, ci_high) of a metric in a results row (NaN where absent).
 
-    ``name`` is "auc", "balanced_accuracy", "f1", "tpr@<fpr>" (interpolated; e.g.
-    "tpr@0.001"), "tpr_last@<fpr>" (the original code's last-vertex reading) or
-    "subset:<subset>@<fpr>".
+    ``name`` is a key of ``ptqx.attacks.evaluate``'s output ("auc", "balanced_accuracy",
+    "f1", "tpr@0.001" (last ROC vertex below the FPR, the original code's reading),
+    "tpr@0.001_interp" (interpolated)) or "subset:<name>@<fpr>" (the fraction of that
+    subset flagged at the FPR threshold).
     """
     m = row["metrics"]
-    if name.startswith("tpr@") or name.startswith("tpr_last@"):
-        kind = "interpolated" if name.startswith("tpr@") else "last_vertex"
-        entry = m["tpr_at_fpr"][_fpr_key(float(name.split("@")[1]))][kind]
-    elif name.startswith("subset:"):
+    if name.startswith("subset:"):
         sub, fpr = name[len("subset:") :].split("@")
-        entry = m["subsets"][sub][_fpr_key(float(fpr))]
+        entry, key = m["subsets"][sub], f"rate@{float(fpr):g}"
+        value, ci = entry[key], entry.get("ci", {}).get(key)
     else:
-        entry = m[name]
-    if isinstance(entry, dict):
-        return (
-            float(entry["value"]),
-            float(entry.get("ci_low", math.nan)),
-            float(entry.get("ci_high", math.nan)),
-        )
-    return float(entry), math.nan, math.nan
+        if "@" in name:
+            head, _, tail = name.partition("@")
+            suffix = "_interp" if tail.endswith("_interp") else ""
+            name = f"{head}@{float(tail.removesuffix('_interp')):g}{suffix}"
+        value, ci = m[name], m.get("ci", {}).get(name)
+    nan = math.nan
+    value = nan if value is None else float(value)
+    if not ci:
+        return value, nan, nan
+    lo, hi = ci
+    return value, nan if lo is None else float(lo), nan if hi is None else float(hi)
 
 
 def _fmt(v: float, digits: int = 3) -> str:
@@ -135,8 +133,8 @@ def summary_table(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 c["name"],
                 f"{100 * acc['mean']:.2f} ± {100 * acc['std']:.2f}",
                 _with_ci(_safe(fp, "auc")),
-                _with_ci(_safe(fp, f"tpr@{fpr}"), 4),
-                _with_ci(_safe(ad, f"tpr@{fpr}"), 4) if ad else "(same as FP ref)",
+                _with_ci(_safe(fp, f"tpr@{fpr}_interp"), 4),
+                _with_ci(_safe(ad, f"tpr@{fpr}_interp"), 4) if ad else "(same as FP ref)",
                 _with_ci(_safe(fp, f"subset:calibration_members@{fpr}"), 4),
                 _with_ci(_safe(fp, f"subset:other_members@{fpr}"), 4),
             ]
@@ -164,8 +162,8 @@ def full_table(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 r["attack"],
                 _with_ci(_safe(r, "auc")),
                 _with_ci(_safe(r, "balanced_accuracy")),
-                *[_with_ci(_safe(r, f"tpr@{f}"), 4) for f in fprs],
-                *[_fmt(_safe(r, f"tpr_last@{f}")[0], 4) for f in fprs],
+                *[_with_ci(_safe(r, f"tpr@{f}_interp"), 4) for f in fprs],
+                *[_fmt(_safe(r, f"tpr@{f}")[0], 4) for f in fprs],
             ]
         )
     return head, body
@@ -263,7 +261,7 @@ def _figures(run: Path, doc: dict[str, Any]) -> dict[str, bytes]:
             is_fp = r["config"] == "fp32"
             if not is_fp and r["attacker"] != attacker:
                 continue
-            v, lo, hi = _safe(r, f"tpr@{fpr_main}")
+            v, lo, hi = _safe(r, f"tpr@{fpr_main}_interp")
             acc = r["test_acc"]
             yerr = None
             if math.isfinite(lo) and math.isfinite(hi):
@@ -408,6 +406,13 @@ def write_report(run: str | Path) -> tuple[Path, Path]:
         md += [f"_{fig_note}_", ""]
     else:
         md += ["Figures are in report.html.", ""]
+    md += [
+        "TPR values are read on the pooled ROC by interpolation, with 95% bootstrap CIs; the "
+        "original code's reading (last ROC vertex below the FPR) is in the table below. "
+        "'calib. members' / 'other members': the fraction of each target's calibration images / "
+        "other training images flagged at the FPR threshold.",
+        "",
+    ]
     md += ["## All attacks", "", _md_table(f_head, f_body), ""]
     md_path = run / "report.md"
     atomic_write_text(md_path, "\n".join(md))

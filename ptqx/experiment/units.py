@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -202,7 +203,11 @@ def _run_train(unit: Unit, inputs: dict[str, Any]):
     members = uidx[keep[i]]
     cfg = TrainConfig(**unit.params["train"])
     device = unit.hints.get("device", "cpu")
-    model = _build(unit, ds)
+    # The initial weights come from the global RNG: seed it from the unit's seed so a model
+    # is the same whichever process trains it and whatever ran before.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(unit.params["seed"])
+        model = _build(unit, ds)
     model = train_model(model, ds, members, cfg, seed=unit.params["seed"], device=device)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return {"state_dict": state}, {"n_members": int(members.size)}
@@ -224,15 +229,17 @@ def _run_quantize(unit: Unit, inputs: dict[str, Any]):
     if calib["augment"]:
         x = ds.augment(x, torch.Generator().manual_seed(calib["augment_seed"]))
     x = ds.normalize(x).to(device)
-    torch.manual_seed(p["seed"])  # methods with their own randomness (batch order) see a fixed seed
-    q = quantize(
-        model,
-        method=p["method"],
-        bits=p["bits"],
-        calib=x,
-        layer_bits=p["layer_bits"] or None,
-        **p["options"],
-    )
+    with torch.random.fork_rng(devices=[]):
+        # Methods with their own randomness (batch order) draw from a seeded global RNG.
+        torch.manual_seed(p["seed"])
+        q = quantize(
+            model,
+            method=p["method"],
+            bits=p["bits"],
+            calib=x,
+            layer_bits=p["layer_bits"] or None,
+            **p["options"],
+        )
     state = {k: v.detach().cpu() for k, v in q.state_dict().items()}
     return {"state_dict": state, "calib_positions": torch.from_numpy(pos)}, {
         "n_calib": int(pos.size)
@@ -281,7 +288,7 @@ def _run_attack(unit: Unit, inputs: dict[str, Any]):
     target = inputs[p["target"]]["scores"].numpy()
     ref = inputs[p["reference"]]["scores"].numpy()
     n, m, _ = target.shape
-    keep = _keep(int(p["keep"]["n_models"]), m, int(p["keep"]["seed"]))
+    keep = _keep(int(p["keep"]["n_models"]), m, int(p["keep"]["seed"])).copy()
     stat = np.asarray(
         attack_statistic(p["attack"], target, ref, keep, mode=p["mode"]), dtype=np.float64
     )
@@ -302,17 +309,9 @@ def _run_attack(unit: Unit, inputs: dict[str, Any]):
 
 
 def _roc(roc_curve: Callable, stat: np.ndarray, keep: np.ndarray, points: int = 400):
-    """Pooled ROC, thinned on a log-spaced FPR grid (plots need hundreds of points, not 10^5)."""
-    out = roc_curve(stat, keep)
-    fpr, tpr = (out["fpr"], out["tpr"]) if isinstance(out, dict) else (out[0], out[1])
-    fpr = np.asarray(fpr, dtype=np.float64)
-    tpr = np.asarray(tpr, dtype=np.float64)
-    if fpr.size > points:
-        grid = np.unique(np.concatenate([[0.0], np.logspace(-6, 0, points)]))
-        # TPR of the last vertex at or below each grid FPR (the step ROC's exact value).
-        j = np.clip(np.searchsorted(fpr, grid, side="right") - 1, 0, fpr.size - 1)
-        fpr, tpr = grid, tpr[j]
-    return fpr, tpr
+    """Pooled ROC thinned to ~``points`` log-spaced vertices (plots need hundreds, not 10^5)."""
+    fpr, tpr, _ = roc_curve(stat, keep, max_points=points)
+    return np.asarray(fpr, dtype=np.float64), np.asarray(tpr, dtype=np.float64)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -323,7 +322,9 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, np.ndarray | torch.Tensor):
         return _jsonable(obj.tolist())
     if isinstance(obj, np.generic):
-        return obj.item()
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None  # strict JSON has no NaN/Inf; null means "not defined"
     return obj
 
 
