@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from . import _library, reference  # noqa: F401  (defines the ops before native load)
 from ._build import STATUS, load_native
+from .adaround import adaround_soft_weight
 from .attack_stats import LOO_STAT_NAMES, LooStats, lira_loo_stats
 from .grid import fake_quant, grid_search, quantize_codes, ternary_absmean, ternary_grid
 from .lowbit import lowbit_linear, pack_weights, unpack_weights
@@ -24,6 +25,7 @@ __all__ = [
     "LooStats",
     "OP_NAMES",
     "STATUS",
+    "adaround_soft_weight",
     "fake_quant",
     "grid_search",
     "lira_loo_stats",

@@ -48,6 +48,14 @@ SCHEMAS: dict[str, str] = {
     ),
     "logit_scores": "logit_scores(Tensor logits, Tensor labels) -> Tensor",
     "lira_loo_stats": "lira_loo_stats(Tensor ref_scores, Tensor keep) -> (Tensor, Tensor)",
+    "adaround_forward": (
+        "adaround_forward(Tensor w_floor, Tensor alpha, Tensor scale, Tensor zero, int maxq, "
+        "float beta) -> (Tensor, Tensor)"
+    ),
+    "adaround_backward": (
+        "adaround_backward(Tensor grad_w, Tensor grad_reg, Tensor w_floor, Tensor alpha, "
+        "Tensor scale, Tensor zero, int maxq, float beta) -> Tensor"
+    ),
 }
 
 for _name, _schema in SCHEMAS.items():
@@ -109,3 +117,13 @@ def _logit_scores_fake(logits, labels):
 def _lira_loo_stats_fake(ref_scores, keep):
     n, m, v = ref_scores.shape
     return ref_scores.new_empty((6, n, m, v)), keep.new_empty((2, n, m), dtype=torch.int64)
+
+
+@torch.library.register_fake("ptqx::adaround_forward")
+def _adaround_forward_fake(w_floor, alpha, scale, zero, maxq, beta):
+    return torch.empty_like(alpha), alpha.new_empty(())
+
+
+@torch.library.register_fake("ptqx::adaround_backward")
+def _adaround_backward_fake(grad_w, grad_reg, w_floor, alpha, scale, zero, maxq, beta):
+    return torch.empty_like(alpha)

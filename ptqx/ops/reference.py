@@ -334,6 +334,107 @@ def lowbit_linear(
 
 
 # ---------------------------------------------------------------------------------------
+# AdaRound soft rounding (Nagel et al. 2020, "Up or Down? Adaptive Rounding for
+# Post-Training Quantization"; code: yhhhli/BRECQ quant/adaptive_rounding.py
+# AdaRoundQuantizer.forward / get_soft_targets, quant/layer_recon.py LossFunction)
+
+# Rectified-sigmoid stretch: h = clamp(sigmoid(a) * (ZETA - GAMMA) + GAMMA, 0, 1).
+ADAROUND_GAMMA, ADAROUND_ZETA = -0.1, 1.1
+
+
+def adaround_h(alpha: torch.Tensor) -> torch.Tensor:
+    """Soft rounding variable ``h(a) = clamp(1.2 * sigmoid(a) - 0.1, 0, 1)``."""
+    return torch.clamp(torch.sigmoid(alpha) * (ADAROUND_ZETA - ADAROUND_GAMMA) + ADAROUND_GAMMA, 0, 1)
+
+
+def adaround_init_alpha(w_over_scale: torch.Tensor) -> torch.Tensor:
+    """``a`` with ``sigmoid(a) * 1.2 - 0.1`` equal to the fractional part of ``w / scale``.
+
+    BRECQ's ``init_alpha``: ``a = -log((zeta - gamma) / (rest - gamma) - 1)``; rest is in
+    [0, 1), so the log argument is in (0.2, 11] and ``a`` is finite.
+    """
+    rest = w_over_scale - torch.floor(w_over_scale)
+    return -torch.log((ADAROUND_ZETA - ADAROUND_GAMMA) / (rest - ADAROUND_GAMMA) - 1)
+
+
+def adaround_forward(
+    w_floor: torch.Tensor,
+    alpha: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor,
+    maxq: int,
+    beta: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft-rounded weight and rounding regulariser, in one pass.
+
+    Follows BRECQ's ``AdaRoundQuantizer.forward`` with ``soft_targets=True``: the clamp
+    to the grid is applied after adding the zero point to ``floor(w / s) + h``, so a
+    soft code can only move inside [0, maxq]::
+
+        w_soft = scale * (clamp(w_floor + h(alpha) + zero, 0, maxq) - zero)
+        reg    = sum(1 - (2 * |h(alpha) - 0.5|) ** beta)     (0 when beta == 0)
+
+    ``beta == 0`` is the warm-up (the code sets the rounding loss to 0 there, which is
+    also what the formula gives). The regulariser's weight lambda is applied by the
+    caller.
+
+    Args:
+        w_floor: float [R, ...], ``floor(w / scale)`` per output channel (dim 0).
+        alpha: float, same shape and dtype as ``w_floor``: the rounding variables.
+        scale, zero: float32 [R].
+        maxq: largest code.
+        beta: annealed exponent (>= 0).
+    Returns:
+        (w_soft, reg): w_soft like ``alpha``; reg a 0-dim tensor of ``alpha``'s dtype.
+    """
+    s, z = _per_row(scale, alpha).to(alpha.dtype), _per_row(zero, alpha).to(alpha.dtype)
+    h = adaround_h(alpha)
+    w_soft = s * (torch.clamp(w_floor + h + z, 0, maxq) - z)
+    if beta == 0:
+        reg = alpha.new_zeros(())
+    else:
+        reg = (1 - ((h - 0.5).abs() * 2).pow(beta)).sum(dtype=torch.float64).to(alpha.dtype)
+    return w_soft, reg
+
+
+def adaround_backward(
+    grad_w: torch.Tensor,
+    grad_reg: torch.Tensor,
+    w_floor: torch.Tensor,
+    alpha: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor,
+    maxq: int,
+    beta: float,
+) -> torch.Tensor:
+    """Gradient of ``<grad_w, w_soft> + grad_reg * reg`` w.r.t. ``alpha`` (see adaround_forward).
+
+    Written out as autograd would take it through the forward's torch ops, including
+    its subgradient conventions: ``clamp`` passes the gradient where the input lies in
+    the closed interval, ``abs`` has derivative 0 at 0 (so the regulariser's gradient
+    vanishes at h = 0.5).
+
+    Args:
+        grad_w: float, shape of ``alpha``.
+        grad_reg: 0-dim float.
+    Returns:
+        grad_alpha: shape and dtype of ``alpha``.
+    """
+    s, z = _per_row(scale, alpha).to(alpha.dtype), _per_row(zero, alpha).to(alpha.dtype)
+    sig = torch.sigmoid(alpha)
+    u = sig * (ADAROUND_ZETA - ADAROUND_GAMMA) + ADAROUND_GAMMA
+    h = torch.clamp(u, 0, 1)
+    dh_da = torch.where((u >= 0) & (u <= 1), (ADAROUND_ZETA - ADAROUND_GAMMA) * sig * (1 - sig), 0)
+    v = w_floor + h + z
+    g_h = torch.where((v >= 0) & (v <= maxq), grad_w * s, 0)
+    if beta != 0:
+        d = (h - 0.5).abs() * 2
+        # d/dh (1 - d^beta) = -beta * d^(beta-1) * 2 * sign(h - 0.5)
+        g_h = g_h - grad_reg.to(alpha.dtype) * beta * d.pow(beta - 1) * 2 * torch.sign(h - 0.5)
+    return g_h * dh_da
+
+
+# ---------------------------------------------------------------------------------------
 # LiRA score (Carlini et al. 2022, "Membership Inference Attacks From First Principles")
 
 

@@ -46,6 +46,7 @@ Alistarh 2022); "adaround"/"brecq" come from ``ptqx.quant.recon`` when present.
 from __future__ import annotations
 
 from . import gptq, obc, rtn  # noqa: F401  (register the methods)
+from . import recon  # noqa: F401  (registers "adaround", "brecq")
 from .api import (
     COMMON_OPTIONS,
     QUANTIZERS,
