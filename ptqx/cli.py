@@ -61,6 +61,7 @@ _FLAGS = {
     "out": "out",
     "store": "store",
     "device": "device",
+    "threads": "threads",
 }
 
 
@@ -164,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="run folder (default runs/<dataset>)")
     run.add_argument("--store", help="artifact store folder (default <out>/store; may be shared)")
     run.add_argument("--device", help="cpu (default) or cuda")
+    run.add_argument(
+        "--threads", type=int, help="torch threads per unit/worker (default: cores / jobs)"
+    )
     run.add_argument(
         "--no-progress", dest="no_progress", action="store_true", help="no progress bars"
     )
