@@ -67,7 +67,7 @@ _FLAGS = {
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from ptqx.experiment import AuditConfig, AuditError, ConfigError, audit
-    from ptqx.experiment.config import dataset_defaults
+    from ptqx.experiment.config import DEFAULT_METHODS, dataset_defaults
 
     settings = {
         field: getattr(args, flag)
@@ -83,7 +83,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
             base = dataset_defaults(settings.get("dataset", "digits"))
             if "train" in settings:
                 settings["train"] = {**base.get("train", {}), **settings["train"]}
-            config = AuditConfig(**{**base, **settings})
+            merged = {**base, **settings}
+            methods = merged.get("methods", DEFAULT_METHODS)
+            # Built-in per-method defaults only for the methods this run uses.
+            merged["quant_options"] = {
+                m: o for m, o in merged.get("quant_options", {}).items() if m in methods
+            }
+            config = AuditConfig(**merged)
     except ConfigError as e:
         print(f"ptqx run: {e}", file=sys.stderr)
         return 2
