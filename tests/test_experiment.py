@@ -379,3 +379,15 @@ def test_process_pool_gives_identical_results(finished_run, tmp_path):
             np.load(tmp_path / "pool" / "scores" / f"{name}.npy"),
             np.load(finished_run[0] / "scores" / f"{name}.npy"),
         )
+
+
+def test_python_api_resumes_finished_run(finished_run, tmp_path, monkeypatch):
+    import ptqx
+
+    out = copy_run(finished_run[0], tmp_path / "run")
+    counter = Counter(monkeypatch)
+    res = ptqx.audit(tiny_config(out), progress=False, report=False)
+    assert counter.names == [] and res.out == out
+    assert res.table(attack="lira_online", attacker="adaptive")[0]["config"] == "rtn-4b"
+    with pytest.raises(TypeError):
+        ptqx.audit(tiny_config(out), n_models=3)
