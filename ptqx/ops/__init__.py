@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from . import _library, reference  # noqa: F401  (defines the ops before native load)
 from ._build import STATUS, load_native
-from .attack_stats import LOO_STAT_NAMES, LooStats, lira_loo_stats
 from .adaround import adaround_soft_weight
+from .attack_stats import LOO_STAT_NAMES, LooStats, lira_loo_stats
 from .grid import fake_quant, grid_search, quantize_codes, ternary_absmean, ternary_grid
 from .lowbit import lowbit_linear, pack_weights, unpack_weights
 from .obc import obc_quantize_rows

@@ -1,0 +1,626 @@
+"""``audit(config)``: plan the work units, run what is missing, collect results, write the report.
+
+Run folder (``config.out``)::
+
+    manifest.json        config, resolved train config, seeds, versions, git commit,
+                         data fingerprint, per-unit status/time/key
+    universe.npy         int64 [M]  positions of the membership universe in the train split
+    keep.npy             bool [N, M] membership of example m in model n's training set
+    labels.npy           int64 [M]  labels of the universe
+    calibration.npy      bool [N, M] the examples model n was calibrated on (every method
+                         of model n uses the same ones, so methods compare like for like)
+    scores/<config>.npy  float64 [N, M, V] LiRA scores per model configuration
+    rocs.npz             pooled ROC curves (thinned) for the plots
+    results.json/.csv    one row per configuration x attacker x attack
+    report.md/.html      tables and plots
+    store/               content-keyed artifacts (models, scores, attack outputs)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import AuditConfig, ConfigError, derive_seed
+from .executors import Executor, make_executor
+from .store import FileStore, atomic_save_npy, atomic_write_text
+from .units import (
+    Unit,
+    _load_dataset,
+    calibration_positions,
+    dataset_fingerprint,
+    make_unit,
+    universe_indices,
+)
+
+FP_CONFIG = "fp32"
+ATTACKERS = {
+    "fp_reference": "reference models in full precision (the paper's attacker)",
+    "adaptive": "reference models quantized with the same method and bits",
+}
+
+
+class AuditError(RuntimeError):
+    """Some units failed; the message names them and how to resume."""
+
+    def __init__(self, message: str, failed: dict[str, str]):
+        super().__init__(message)
+        self.failed = failed
+
+
+def config_name(method: str | None, bits: float | None) -> str:
+    return FP_CONFIG if method is None else f"{method}-{bits:g}b"
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditResults:
+    """What ``audit`` returns.
+
+    Attributes:
+        rows: one dict per configuration x attacker x attack (schema in ``results.json``).
+        out: the run folder.
+        manifest: the run's manifest (config, seeds, versions, unit status).
+    """
+
+    rows: list[dict[str, Any]]
+    out: Path
+    manifest: dict[str, Any]
+
+    def table(
+        self, *, attack: str | None = None, attacker: str | None = None
+    ) -> list[dict[str, Any]]:
+        return [
+            r
+            for r in self.rows
+            if (attack is None or r["attack"] == attack)
+            and (attacker is None or r["attacker"] == attacker)
+        ]
+
+
+@dataclasses.dataclass
+class Plan:
+    units: list[Unit]
+    configs: list[dict[str, Any]]  # name, method, bits, score (unit key)
+    attacks: list[dict[str, Any]]  # config, attacker, attack, key
+    context: dict[str, Any]  # universe, keep, calibration, seeds, dataset info
+
+
+# ---------------------------------------------------------------------------------------
+# Planning
+
+
+def _resolve_dataset(config: AuditConfig):
+    try:
+        ds = _load_dataset(config.dataset, config.data_root)
+    except (ValueError, OSError) as e:  # DatasetError is a ValueError
+        raise ConfigError(
+            f"invalid audit configuration:\n  - dataset {config.dataset!r}: {e}"
+        ) from None
+    problems = []
+    n_train = int(ds.y_train.shape[0])
+    if config.universe_size is not None and config.universe_size > n_train:
+        problems.append(
+            f"universe_size: {config.universe_size} exceeds the {n_train} training examples of {config.dataset!r}"
+        )
+    if config.n_views > ds.max_views():
+        problems.append(
+            f"n_views: {config.n_views} exceeds the {ds.max_views()} deterministic views of {config.dataset!r}"
+        )
+    if problems:
+        raise ConfigError("invalid audit configuration:\n  - " + "\n  - ".join(problems))
+    return ds
+
+
+def plan_audit(config: AuditConfig, ds=None) -> Plan:
+    """Every unit of the audit, with content keys, in dependency order."""
+    from ptqx.train import balanced_keep
+
+    from .registries import train_config
+
+    ds = ds if ds is not None else _resolve_dataset(config)
+    tc = train_config(config.dataset, config.train_overrides())
+    tc_dict = json.loads(json.dumps(dataclasses.asdict(tc), default=str))
+    seed = config.seed
+    seeds: dict[str, Any] = {
+        "run": seed,
+        "universe": derive_seed(seed, "universe"),
+        "keep": derive_seed(seed, "keep"),
+    }
+    uidx = universe_indices(int(ds.y_train.shape[0]), config.universe_size, seeds["universe"])
+    m, n = int(uidx.size), config.n_models
+    keep = np.asarray(balanced_keep(n, m, seed=seeds["keep"]), dtype=bool)
+    data = {
+        "name": config.dataset,
+        "fingerprint": dataset_fingerprint(ds),
+        "universe_size": config.universe_size,
+        "universe_seed": seeds["universe"],
+    }
+    keep_spec = {"n_models": n, "seed": seeds["keep"]}
+    hints = {
+        "device": config.device,
+        "data_root": config.data_root,
+        "threads": config.threads_per_unit,
+    }
+    seeds["train"] = [derive_seed(seed, "train", i) for i in range(n)]
+    seeds["calib"] = [derive_seed(seed, "calib", i) for i in range(n)]
+    seeds["calib_augment"] = [derive_seed(seed, "calib_augment", i) for i in range(n)]
+    calib = np.zeros((n, m), dtype=bool)
+    for i in range(n):
+        calib[i, calibration_positions(keep[i], config.calib_size, seeds["calib"][i])] = True
+
+    units: list[Unit] = []
+    common = {"data": data, "keep": keep_spec, "arch": config.arch}
+    train_keys = []
+    for i in range(n):
+        u = make_unit(
+            "train",
+            f"train/{i}",
+            {**common, "model_index": i, "train": tc_dict, "seed": seeds["train"][i]},
+            hints=hints,
+        )
+        units.append(u)
+        train_keys.append(u.key)
+
+    configs = [{"name": FP_CONFIG, "method": None, "bits": 32.0, "models": train_keys}]
+    seeds["quantize"] = {}
+    for method in config.methods:
+        for bits in config.bits:
+            name = config_name(method, bits)
+            qkeys = []
+            for i in range(n):
+                qseed = derive_seed(seed, "quantize", method, bits, i)
+                seeds["quantize"].setdefault(name, []).append(qseed)
+                params = {
+                    **common,
+                    "model_index": i,
+                    "method": method,
+                    "bits": float(bits),
+                    "layer_bits": config.layer_bits_dict(),
+                    "options": config.quant_options_for(method),
+                    "calib": {
+                        "size": config.calib_size,
+                        "augment": config.calib_augment,
+                        "seed": seeds["calib"][i],
+                        "augment_seed": seeds["calib_augment"][i],
+                    },
+                    "seed": qseed,
+                }
+                u = make_unit(
+                    "quantize", f"quantize/{name}/{i}", params, [train_keys[i]], hints=hints
+                )
+                units.append(u)
+                qkeys.append(u.key)
+            configs.append({"name": name, "method": method, "bits": float(bits), "models": qkeys})
+
+    for c in configs:
+        u = make_unit(
+            "score",
+            f"score/{c['name']}",
+            {**common, "n_views": config.n_views},
+            c["models"],
+            hints=hints,
+        )
+        units.append(u)
+        c["score"] = u.key
+
+    fp_score = configs[0]["score"]
+    attacks = []
+    seeds["bootstrap"] = derive_seed(seed, "bootstrap")
+    for c in configs:
+        attackers = (
+            {"fp_reference": fp_score}
+            if c["method"] is None
+            else {"fp_reference": fp_score, "adaptive": c["score"]}
+        )
+        for attacker, ref in attackers.items():
+            for attack in config.attacks:
+                params = {
+                    "attack": attack,
+                    "mode": config.attack_mode,
+                    "target": c["score"],
+                    "reference": ref,
+                    "keep": keep_spec,
+                    "fprs": list(config.fprs),
+                    "n_bootstrap": config.n_bootstrap,
+                    # The same bootstrap seed everywhere: CIs of different configs resample alike.
+                    "seed": seeds["bootstrap"],
+                    "calib": {"size": config.calib_size, "seeds": seeds["calib"]},
+                }
+                deps = list(dict.fromkeys([c["score"], ref]))
+                u = make_unit(
+                    "attack",
+                    f"attack/{c['name']}/{attacker}/{attack}",
+                    params,
+                    deps,
+                    hints={"threads": config.threads_per_unit},
+                )
+                units.append(u)
+                attacks.append(
+                    {"config": c["name"], "attacker": attacker, "attack": attack, "key": u.key}
+                )
+
+    context = {
+        "universe": uidx,
+        "keep": keep,
+        "calibration": calib,
+        "labels": ds.y_train[uidx].numpy().astype(np.int64),
+        "seeds": seeds,
+        "train_config": tc_dict,
+        "dataset": {
+            "name": ds.name,
+            "source": getattr(ds, "source", ""),
+            "fingerprint": data["fingerprint"],
+            "n_train": int(ds.y_train.shape[0]),
+            "n_test": int(ds.y_test.shape[0]),
+            "num_classes": int(ds.num_classes),
+            "image_shape": list(ds.x_train.shape[1:]),
+            "universe_size": m,
+        },
+    }
+    return Plan(units, configs, attacks, context)
+
+
+def pending_units(plan: Plan, store: FileStore) -> tuple[list[Unit], list[Unit], list[str]]:
+    """Split the plan into (to run, already done); corrupt artifacts are deleted and rerun.
+
+    Every score and attack unit is an output the run needs; a train or quantize unit runs
+    only if a unit that needs it must run (so deleting model artifacts after a finished
+    run does not force retraining).
+    """
+    by_key = {u.key: u for u in plan.units}
+    corrupt = []
+    state: dict[str, bool] = {}
+    for u in plan.units:
+        if store.exists(u.key, verify=True):
+            state[u.key] = True
+        else:
+            if store.exists(u.key):  # complete-looking but checksum mismatch
+                corrupt.append(u.name)
+                store.delete(u.key)
+            state[u.key] = False
+    needed: set[str] = set()
+    stack = [u.key for u in plan.units if u.kind in ("score", "attack") and not state[u.key]]
+    while stack:
+        k = stack.pop()
+        if k in needed:
+            continue
+        needed.add(k)
+        stack.extend(d for d in by_key[k].deps if not state[d])
+    todo = [u for u in plan.units if u.key in needed]
+    done = [u for u in plan.units if state[u.key]]
+    return todo, done, corrupt
+
+
+# ---------------------------------------------------------------------------------------
+# Manifest
+
+
+def _git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _versions() -> dict[str, Any]:
+    import torch
+
+    import ptqx
+
+    v: dict[str, Any] = {
+        "ptqx": ptqx.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "cuda": torch.version.cuda,
+    }
+    try:
+        from ptqx.ops import STATUS
+
+        v["native_kernels"] = STATUS.how
+    except Exception:  # noqa: BLE001  (the manifest must not fail because of the info line)
+        v["native_kernels"] = "unknown"
+    return v
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+class _Manifest:
+    def __init__(self, path: Path, data: dict[str, Any]):
+        self.path, self.data = path, data
+        self._last = 0.0
+
+    def save(self, force: bool = True) -> None:
+        # Many tiny units finish per second at the end of a run; rewriting a big JSON for
+        # each one would dominate, so intermediate saves are throttled.
+        now = time.monotonic()
+        if force or now - self._last > 1.0:
+            self.data["updated"] = _now()
+            atomic_write_text(self.path, json.dumps(self.data, indent=1, default=str))
+            self._last = now
+
+
+# ---------------------------------------------------------------------------------------
+# Results
+
+
+def _summary(values: np.ndarray) -> dict[str, float]:
+    v = np.asarray(values, dtype=np.float64)
+    return {
+        "mean": float(v.mean()),
+        "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+        "min": float(v.min()),
+        "max": float(v.max()),
+    }
+
+
+def build_rows(
+    plan: Plan, store: FileStore, config: AuditConfig
+) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    accs = {c["name"]: store.get(c["score"])["test_acc"].numpy() for c in plan.configs}
+    info = {c["name"]: c for c in plan.configs}
+    rows, rocs = [], {}
+    for a in plan.attacks:
+        out = store.get(a["key"])
+        c = info[a["config"]]
+        acc = accs[a["config"]]
+        rows.append(
+            {
+                "config": a["config"],
+                "method": c["method"] or "none",
+                "bits": c["bits"],
+                "attacker": a["attacker"],
+                "attack": a["attack"],
+                "mode": config.attack_mode,
+                "n_models": config.n_models,
+                "n_examples": int(plan.context["keep"].shape[1]),
+                "test_acc": _summary(acc),
+                "test_acc_per_model": [float(x) for x in acc],
+                "metrics": out["metrics"],
+                "unit_key": a["key"],
+            }
+        )
+        tag = f"{a['config']}|{a['attacker']}|{a['attack']}"
+        rocs[f"{tag}|fpr"] = out["roc_fpr"].numpy()
+        rocs[f"{tag}|tpr"] = out["roc_tpr"].numpy()
+    return rows, rocs
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> dotted keys (lists of numbers are dropped: CSV cells stay scalar)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        elif isinstance(v, list | tuple):
+            continue
+        else:
+            out[key] = v
+    return out
+
+
+def write_results(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    import csv
+    import io
+
+    doc = {"schema": "ptqx.audit.results/1", **meta, "rows": rows}
+    atomic_write_text(out / "results.json", json.dumps(doc, indent=1, allow_nan=True))
+    flat = [flatten({k: v for k, v in r.items() if k != "test_acc_per_model"}) for r in rows]
+    cols: list[str] = []
+    for f in flat:
+        cols.extend(c for c in f if c not in cols)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols)
+    w.writeheader()
+    for f in flat:
+        w.writerow(
+            {
+                k: (f"{v:.6g}" if isinstance(v, float) and math.isfinite(v) else v)
+                for k, v in f.items()
+            }
+        )
+    atomic_write_text(out / "results.csv", buf.getvalue())
+
+
+# ---------------------------------------------------------------------------------------
+# Entry point
+
+
+def audit(
+    config: AuditConfig,
+    *,
+    progress: bool = True,
+    executor: Executor | None = None,
+    on_event: Callable[[Unit, str, dict[str, Any]], None] | None = None,
+    report: bool = True,
+) -> AuditResults:
+    """Run (or resume) a privacy audit of PTQ methods and write the run folder.
+
+    Args:
+        config: the audit settings (validated when it was created).
+        progress: show tqdm progress bars.
+        executor: how to run units; default in-process for ``jobs == 1``, else a local
+            process pool with ``config.jobs`` workers.
+        on_event: called as ``on_event(unit, event, info)`` for "start", "done",
+            "failed", "skipped" (for monitoring; may raise to stop the run).
+        report: write report.md / report.html at the end.
+
+    Returns:
+        :class:`AuditResults` (rows, run folder, manifest).
+
+    Raises:
+        ConfigError: the data set cannot be loaded or does not fit the config (before any work).
+        AuditError: some units failed (the others finished and are kept; rerun to resume).
+    """
+    t_start = time.perf_counter()
+    out = Path(config.out)
+    ds = _resolve_dataset(config)
+    plan = plan_audit(config, ds)
+    store = FileStore(config.store_dir)
+    executor = executor or make_executor(jobs=config.jobs)
+    todo, done, corrupt = pending_units(plan, store)
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scores").mkdir(exist_ok=True)
+    ctx = plan.context
+    for name in ("universe", "keep", "labels", "calibration"):
+        atomic_save_npy(out / f"{name}.npy", ctx[name])
+
+    names = {u.key: u.name for u in plan.units}
+    todo_keys = {u.key for u in todo}
+    done_keys = {u.key for u in done}
+    units_status = {
+        u.name: {
+            "kind": u.kind,
+            "key": u.key,
+            "deps": [names[d] for d in u.deps],
+            "status": "pending"
+            if u.key in todo_keys
+            else ("cached" if u.key in done_keys else "not needed"),
+        }
+        for u in plan.units
+    }
+    manifest = _Manifest(
+        out / "manifest.json",
+        {
+            "format": "ptqx.audit.manifest/1",
+            "status": "running",
+            "created": _now(),
+            "command": sys.argv,
+            "config": config.to_dict(),
+            "train_config": ctx["train_config"],
+            "dataset": ctx["dataset"],
+            "seeds": ctx["seeds"],
+            "versions": _versions(),
+            "git_commit": _git_commit(),
+            "store": str(config.store_dir),
+            "executor": getattr(executor, "name", type(executor).__name__),
+            "corrupt_artifacts_recomputed": corrupt,
+            "units": units_status,
+        },
+    )
+    manifest.save()
+
+    bar = None
+    if progress and todo:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), unit="unit", desc=f"audit {config.dataset}", dynamic_ncols=True)
+
+    def event(u: Unit, what: str, info: dict[str, Any]) -> None:
+        st = units_status[u.name]
+        st["status"] = {"start": "running"}.get(what, what)
+        if what == "start":
+            st["started"] = _now()
+            if bar is not None:
+                bar.set_postfix_str(u.name, refresh=False)
+        else:
+            st.update(
+                {k: v for k, v in info.items() if k in ("seconds", "error", "n_calib", "n_members")}
+            )
+            if bar is not None:
+                bar.update(1)
+        manifest.save(force=what != "done")
+        if on_event is not None:
+            on_event(u, what, info)
+
+    import torch
+
+    threads_before = torch.get_num_threads()
+    try:
+        failed = executor.run(todo, str(config.store_dir), event) if todo else {}
+    except BaseException:
+        manifest.data["status"] = "interrupted"
+        manifest.save()
+        raise
+    finally:
+        torch.set_num_threads(threads_before)  # the in-process executor set the unit's count
+        if bar is not None:
+            bar.close()
+
+    if failed:
+        manifest.data["status"] = "failed"
+        manifest.save()
+        lines = [f"  - {names[k]}: {v.strip().splitlines()[0]}" for k, v in failed.items()]
+        raise AuditError(
+            f"{len(failed)} of {len(plan.units)} units did not finish:\n"
+            + "\n".join(lines[:20])
+            + ("\n  ..." if len(lines) > 20 else "")
+            + f"\nFinished units are kept in {config.store_dir}; rerun the same command to resume "
+            f"(details in {out / 'manifest.json'}).",
+            failed,
+        )
+
+    for c in plan.configs:
+        atomic_save_npy(
+            out / "scores" / f"{c['name']}.npy", store.get(c["score"])["scores"].numpy()
+        )
+    rows, rocs = build_rows(plan, store, config)
+    _save_npz(out / "rocs.npz", rocs)
+    wall = time.perf_counter() - t_start
+    meta = {
+        "dataset": ctx["dataset"],
+        "config": config.to_dict(),
+        "configs": [
+            {"name": c["name"], "method": c["method"], "bits": c["bits"]} for c in plan.configs
+        ],
+        "attackers": ATTACKERS,
+    }
+    write_results(out, rows, meta)
+    manifest.data["status"] = "complete"
+    manifest.data["wall_seconds_last_invocation"] = wall
+    manifest.data["units_run_last_invocation"] = len(todo)
+    manifest.save()
+    if report:
+        from .report import write_report
+
+        write_report(out)
+    return AuditResults(rows=rows, out=out, manifest=manifest.data)
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    import io
+
+    from .store import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_results(run: str | os.PathLike) -> dict[str, Any]:
+    path = Path(run) / "results.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no results.json (is {run} a finished ptqx run folder?)")
+    return json.loads(path.read_text())

@@ -1,0 +1,171 @@
+"""Executors: run a set of units in dependency order behind one small interface.
+
+``Executor.run(units, store_root, on_event)`` receives only the pending units (finished
+ones were already skipped by the caller), each with the keys it depends on. Upstream
+units missing from ``units`` are taken as finished. Each executor calls
+:func:`ptqx.experiment.units.run_unit` for a unit once all its pending upstream units
+succeeded, reports ``on_event(unit, "start" | "done" | "failed" | "skipped", info)``,
+keeps going after a failure (dependents of a failed unit are reported "skipped"), and
+returns a {key: error message} dict of what did not finish. A distributed engine (Ray:
+one task per unit, upstream results passed as task arguments so the engine orders the
+work) implements the same method; the units and the store stay as they are.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from .units import Unit, run_unit
+
+EventFn = Callable[[Unit, str, dict[str, Any]], None]
+
+
+class Executor(Protocol):
+    name: str
+
+    def run(self, units: Sequence[Unit], store_root: str, on_event: EventFn) -> dict[str, str]: ...
+
+
+def _error_text(exc: BaseException) -> str:
+    tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    return f"{type(exc).__name__}: {exc}\n" + "".join(tb[-3:])
+
+
+class _Graph:
+    """Pending units with their unfinished upstream units."""
+
+    def __init__(self, units: Sequence[Unit]):
+        self.units = {u.key: u for u in units}
+        self.waiting = {u.key: {d for d in u.deps if d in self.units} for u in units}
+        self.children: dict[str, list[str]] = {k: [] for k in self.units}
+        for u in units:
+            for d in self.waiting[u.key]:
+                self.children[d].append(u.key)
+        self.order = [u.key for u in units]
+
+    def ready(self) -> list[Unit]:
+        out = [self.units[k] for k in self.order if k in self.waiting and not self.waiting[k]]
+        for u in out:
+            del self.waiting[u.key]
+        return out
+
+    def finished(self, key: str) -> None:
+        for c in self.children[key]:
+            if c in self.waiting:
+                self.waiting[c].discard(key)
+
+    def failed(self, key: str) -> list[Unit]:
+        """Drop every unit downstream of ``key``; returns them."""
+        dropped, stack = [], list(self.children[key])
+        while stack:
+            c = stack.pop()
+            if c in self.waiting:
+                del self.waiting[c]
+                dropped.append(self.units[c])
+                stack.extend(self.children[c])
+        return dropped
+
+
+class InProcessExecutor:
+    """Runs units one after another in this process (the default)."""
+
+    name = "inprocess"
+
+    def run(self, units: Sequence[Unit], store_root: str, on_event: EventFn) -> dict[str, str]:
+        graph, errors = _Graph(units), {}
+        while True:
+            batch = graph.ready()
+            if not batch:
+                break
+            for u in batch:
+                on_event(u, "start", {})
+                try:
+                    info = run_unit(u, store_root)
+                except Exception as exc:  # noqa: BLE001  (a unit's failure must not stop the others)
+                    errors[u.key] = _error_text(exc)
+                    on_event(u, "failed", {"error": errors[u.key]})
+                    for d in graph.failed(u.key):
+                        errors[d.key] = f"skipped: upstream unit {u.name} failed"
+                        on_event(d, "skipped", {"error": errors[d.key]})
+                    continue
+                graph.finished(u.key)
+                on_event(u, "done", info)
+        return errors
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    import ptqx.ops  # noqa: F401  (load native kernels once per worker)
+
+
+class ProcessPoolExecutor:
+    """Runs independent units in ``jobs`` local worker processes.
+
+    Workers are started with "spawn": forking a process whose torch/OpenMP thread pools
+    are already running can deadlock. Each worker gets ``cpu_count // jobs`` torch
+    threads so the pool does not oversubscribe the cores.
+    """
+
+    name = "processes"
+
+    def __init__(self, jobs: int):
+        if jobs < 1:
+            raise ValueError(f"jobs: need >= 1, got {jobs}")
+        self.jobs = jobs
+
+    def run(self, units: Sequence[Unit], store_root: str, on_event: EventFn) -> dict[str, str]:
+        graph, errors = _Graph(units), {}
+        threads = max(1, (os.cpu_count() or 1) // self.jobs)  # units' hints may override
+        ctx = mp.get_context("spawn")
+        with cf.ProcessPoolExecutor(
+            self.jobs, mp_context=ctx, initializer=_worker_init, initargs=(threads,)
+        ) as pool:
+            running: dict[cf.Future, Unit] = {}
+            queue: list[Unit] = []
+            while True:
+                queue.extend(graph.ready())
+                # Submit no more than there are workers: "start" then means started, and
+                # units that become ready later (downstream work) are not stuck behind a
+                # long FIFO of already-queued ones.
+                while queue and len(running) < self.jobs:
+                    u = queue.pop(0)
+                    on_event(u, "start", {})
+                    running[pool.submit(run_unit, u, store_root)] = u
+                if not running:
+                    break
+                done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    u = running.pop(fut)
+                    try:
+                        info = fut.result()
+                    except Exception as exc:  # noqa: BLE001
+                        errors[u.key] = _error_text(exc)
+                        on_event(u, "failed", {"error": errors[u.key]})
+                        for d in graph.failed(u.key):
+                            errors[d.key] = f"skipped: upstream unit {u.name} failed"
+                            on_event(d, "skipped", {"error": errors[d.key]})
+                        continue
+                    graph.finished(u.key)
+                    on_event(u, "done", info)
+        return errors
+
+
+EXECUTORS: dict[str, Callable[..., Executor]] = {
+    "inprocess": lambda jobs=1: InProcessExecutor(),
+    "processes": lambda jobs=2: ProcessPoolExecutor(jobs),
+}
+
+
+def make_executor(*, jobs: int = 1, backend: str | None = None) -> Executor:
+    """``backend`` None picks in-process for one job, the process pool otherwise."""
+    backend = backend or ("inprocess" if jobs <= 1 else "processes")
+    if backend not in EXECUTORS:
+        raise ValueError(f"backend: unknown {backend!r}; available: {', '.join(EXECUTORS)}")
+    return EXECUTORS[backend](jobs=jobs)

@@ -1,0 +1,92 @@
+"""``ptqx run`` / ``ptqx report`` end to end on a seconds-sized digits audit."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ptqx.cli import build_parser, main
+
+TINY = [
+    "run",
+    "--dataset", "digits",
+    "--models", "4",
+    "--universe", "160",
+    "--epochs", "1",
+    "--methods", "rtn",
+    "--bits", "4,2",
+    "--attacks", "lira_online,global_threshold",
+    "--calib-size", "16",
+    "--bootstrap", "8",
+    "--no-progress",
+]  # fmt: skip
+
+
+def test_cli_tiny_run_then_report_rebuild(tmp_path, capsys):
+    toml = tmp_path / "audit.toml"
+    toml.write_text('[quant_options.rtn]\ngrid = "minmax"\n[train]\nbatch_size = 32\n')
+    out = tmp_path / "run"
+    assert main([*TINY, "--config", str(toml), "--out", str(out)]) == 0
+    assert "results.json" in capsys.readouterr().out
+    for name in (
+        "manifest.json",
+        "keep.npy",
+        "labels.npy",
+        "results.json",
+        "results.csv",
+        "report.md",
+        "report.html",
+    ):
+        assert (out / name).exists(), name
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["config"]["bits"] == [4.0, 2.0] and man["config"]["methods"] == ["rtn"]
+    assert man["train_config"]["epochs"] == 1 and man["train_config"]["batch_size"] == 32
+    assert np.load(out / "scores" / "rtn-2b.npy").shape == (4, 160, 2)
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert len(rows) == 10
+
+    for name in ("report.md", "report.html"):
+        (out / name).unlink()
+    assert main(["report", str(out)]) == 0
+    assert "data:image/png;base64," in (out / "report.html").read_text()
+    assert "rtn-2b" in (out / "report.md").read_text()
+    # A rerun of the same command finds everything done.
+    assert main([*TINY, "--config", str(toml), "--out", str(out)]) == 0
+    assert json.loads((out / "manifest.json").read_text())["units_run_last_invocation"] == 0
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--methods", "rtn,telepathy"], "methods: unknown or not installed ['telepathy']"),
+        (["--bits", "4,5"], "bits: 5"),
+        (["--models", "-3"], "n_models"),
+        (["--data-root", "/nonexistent/ptqx"], "data_root"),
+        (["--config", "/nonexistent/audit.toml"], "does not exist"),
+    ],
+)
+def test_cli_bad_config_fails_before_work(tmp_path, capsys, flags, message):
+    out = tmp_path / "never"
+    assert main([*TINY, "--out", str(out), *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("ptqx run: invalid audit configuration")
+    assert not out.exists()
+
+
+def test_cli_parsing():
+    p = build_parser()
+    a = p.parse_args(
+        ["run", "--methods", "rtn,obc", "--bits", "4,2,1.58", "--calib-augment", "false"]
+    )
+    assert a.methods == ("rtn", "obc") and a.bits == (4.0, 2.0, 1.58) and a.calib_augment is False
+    with pytest.raises(SystemExit):
+        p.parse_args(["run", "--bits", "4,two"])
+    a = p.parse_args(["run"])
+    assert a.config is None and a.methods is None
+
+
+def test_cli_report_on_missing_run(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no results.json" in capsys.readouterr().err

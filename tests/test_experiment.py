@@ -1,0 +1,406 @@
+"""The audit pipeline: config validation, content keys, artifact store, resume, corruption."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from ptqx.experiment import (
+    UNIT_KINDS,
+    ArtifactCorrupt,
+    ArtifactMissing,
+    AuditConfig,
+    ConfigError,
+    FileStore,
+    audit,
+    content_key,
+    derive_seed,
+    make_unit,
+    plan_audit,
+)
+from ptqx.experiment.audit import pending_units  # noqa: F401
+
+
+def tiny_config(out, **changes) -> AuditConfig:
+    """Seconds-sized audit: 4 models on 160 digits, 1 epoch, RTN (min-max grid) at 4 and 2 bits."""
+    base = dict(
+        dataset="digits",
+        n_models=4,
+        universe_size=160,
+        train={"epochs": 1, "batch_size": 32},
+        methods=("rtn",),
+        bits=(4, 2),
+        quant_options={"rtn": {"grid": "minmax"}},
+        calib_size=16,
+        attacks=("lira_online", "global_threshold"),
+        n_bootstrap=8,
+        out=str(out),
+    )
+    base.update(changes)
+    return AuditConfig(**base)
+
+
+class Counter:
+    """Wraps every unit runner to count executions by unit name."""
+
+    def __init__(self, monkeypatch):
+        self.names: list[str] = []
+        for kind, fn in list(UNIT_KINDS.items()):
+            monkeypatch.setitem(UNIT_KINDS, kind, self._wrap(fn))
+
+    def _wrap(self, fn):
+        def run(unit, inputs):
+            self.names.append(unit.name)
+            return fn(unit, inputs)
+
+        return run
+
+    def kinds(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for n in self.names:
+            out[n.split("/")[0]] = out.get(n.split("/")[0], 0) + 1
+        return out
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One complete tiny run (in-process), shared read-only; tests copy it to mutate."""
+    out = tmp_path_factory.mktemp("run")
+    res = audit(tiny_config(out), progress=False)
+    return out, res
+
+
+def copy_run(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+# -- config ------------------------------------------------------------------------------
+
+
+def test_bad_configs_fail_with_one_message_before_work(tmp_path):
+    out = tmp_path / "never"
+    with pytest.raises(ConfigError) as e:
+        tiny_config(
+            out,
+            methods=("rtn", "nope"),
+            bits=(4, 5),
+            n_models=-1,
+            data_root=str(tmp_path / "missing"),
+        )
+    msg = str(e.value)
+    for part in ("n_models", "bits: 5", "data_root", "missing"):
+        assert part in msg, msg
+    assert not out.exists()
+    # Registry names are checked once the static checks pass; the message lists what exists.
+    with pytest.raises(
+        ConfigError, match=r"methods: unknown or not installed \['nope'\]; available: .*rtn"
+    ):
+        tiny_config(out, methods=("rtn", "nope"))
+    with pytest.raises(ConfigError, match="attacks: unknown"):
+        tiny_config(out, attacks=("lira_online", "psychic"))
+    with pytest.raises(ConfigError, match="dataset: unknown"):
+        tiny_config(out, dataset="imagenet22k")
+    with pytest.raises(ConfigError, match="train: unknown TrainConfig field"):
+        tiny_config(out, train={"epoch": 3})
+    with pytest.raises(ConfigError, match="attack_mode"):
+        tiny_config(out, attack_mode="loose")
+    with pytest.raises(ConfigError, match="universe_size"):
+        audit(tiny_config(out, universe_size=10**6), progress=False)
+    assert not out.exists()
+
+
+def test_config_round_trips_through_dict_and_toml(tmp_path):
+    c = tiny_config(tmp_path / "o", layer_bits={"fc": 8}, fprs=(1e-3,))
+    assert AuditConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    toml = tmp_path / "a.toml"
+    toml.write_text(
+        '[audit]\ndataset = "digits"\nn_models = 4\nmethods = ["rtn"]\nbits = [4, 1.58]\n'
+        'out = "x"\n[train]\nepochs = 1\n[quant_options.rtn]\ngrid = "minmax"\n'
+    )
+    t = AuditConfig.from_toml(toml, n_models=6)
+    assert t.n_models == 6 and t.bits == (4.0, 1.58) and t.train_overrides() == {"epochs": 1}
+    assert t.quant_options_for("rtn") == {"grid": "minmax"}
+    with pytest.raises(ConfigError, match="unknown setting"):
+        AuditConfig.from_dict({"dataset": "digits", "n_model": 3})
+
+
+def test_derived_seeds_are_stable_and_distinct():
+    assert derive_seed(0, "train", 1) == derive_seed(0, "train", 1)
+    seeds = {derive_seed(s, "train", i) for s in range(3) for i in range(50)}
+    assert len(seeds) == 150
+
+
+# -- content keys ------------------------------------------------------------------------
+
+
+def test_content_keys_change_only_with_inputs(tmp_path):
+    k = content_key("train", {"a": 1, "b": [1, 2]}, [])
+    assert k == content_key("train", {"b": [1, 2], "a": 1}, [])
+    assert k != content_key("train", {"a": 2, "b": [1, 2]}, [])
+    assert k != content_key("quantize", {"a": 1, "b": [1, 2]}, [])
+    assert content_key("score", {}, ["a" * 32]) != content_key("score", {}, ["b" * 32])
+
+    base = plan_audit(tiny_config(tmp_path / "a"))
+    keys = lambda p, kind: {u.name: u.key for u in p.units if u.kind == kind}  # noqa: E731
+    # Execution settings change no key.
+    same = plan_audit(tiny_config(tmp_path / "b", jobs=2, store=str(tmp_path / "s")))
+    assert [u.key for u in same.units] == [u.key for u in base.units]
+    # A bootstrap change touches attack units only.
+    boot = plan_audit(tiny_config(tmp_path / "a", n_bootstrap=9))
+    for kind in ("train", "quantize", "score"):
+        assert keys(boot, kind) == keys(base, kind)
+    assert not set(keys(boot, "attack").values()) & set(keys(base, "attack").values())
+    # Adding a bit-width keeps every existing unit's key.
+    more = plan_audit(tiny_config(tmp_path / "a", bits=(4, 2, 1.58)))
+    for kind in ("train", "quantize", "score", "attack"):
+        old = keys(base, kind)
+        assert {n: keys(more, kind)[n] for n in old} == old
+    # Training changes propagate downstream.
+    ep = plan_audit(tiny_config(tmp_path / "a", train={"epochs": 2, "batch_size": 32}))
+    for kind in ("train", "quantize", "score", "attack"):
+        assert not set(keys(ep, kind).values()) & set(keys(base, kind).values())
+    # Another seed: other keys, other masks.
+    other = plan_audit(tiny_config(tmp_path / "a", seed=1))
+    assert not np.array_equal(other.context["keep"], base.context["keep"])
+
+
+def test_units_are_plain_and_picklable(tmp_path):
+    import pickle
+
+    plan = plan_audit(tiny_config(tmp_path))
+    for u in plan.units:
+        json.dumps(u.params)
+        v = pickle.loads(pickle.dumps(u))
+        assert (v.key, v.deps, v.params) == (u.key, u.deps, u.params)
+    with pytest.raises(ValueError, match="unknown unit kind"):
+        make_unit("bake", "x", {})
+
+
+# -- store -------------------------------------------------------------------------------
+
+
+def test_store_round_trip_checksum_and_atomicity(tmp_path, monkeypatch):
+    s = FileStore(tmp_path / "st")
+    key = "ab" * 16
+    assert not s.exists(key) and s.list() == []
+    with pytest.raises(ArtifactMissing):
+        s.get(key)
+    s.put(
+        key,
+        {"x": np.arange(5), "t": torch.ones(2, 3), "meta": {"a": np.float64(1.5), "l": [1, 2]}},
+        meta={"kind": "test"},
+    )
+    got = s.get(key)
+    assert torch.equal(got["x"], torch.arange(5)) and got["meta"] == {"a": 1.5, "l": [1, 2]}
+    assert s.exists(key, verify=True) and s.list() == [key] and s.info(key)["kind"] == "test"
+    # Truncated payload: exists() sees the size mismatch; get() refuses it.
+    payload = tmp_path / "st" / key[:2] / f"{key}.pt"
+    data = payload.read_bytes()
+    payload.write_bytes(data[: len(data) // 2])
+    assert not s.exists(key)
+    with pytest.raises(ArtifactCorrupt):
+        s.get(key)
+    # Same size, flipped byte: only the checksum catches it.
+    payload.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    assert s.exists(key) and not s.exists(key, verify=True)
+    with pytest.raises(ArtifactCorrupt):
+        s.get(key)
+    # A crash during the write leaves neither a visible artifact nor a temp file.
+    key2 = "cd" * 16
+
+    def boom(src, dst):
+        raise OSError("killed")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        s.put(key2, {"x": torch.zeros(3)})
+    monkeypatch.undo()
+    assert not s.exists(key2)
+    assert not [p for p in (tmp_path / "st").rglob("*") if p.name.endswith(".tmp")]
+    with pytest.raises(ValueError, match="key"):
+        s.get("../etc")
+
+
+# -- runs: outputs, resume, corruption, changed settings --------------------------------
+
+
+def test_run_folder_contents(finished_run):
+    out, res = finished_run
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["status"] == "complete"
+    assert all(u["status"] == "done" for u in man["units"].values())
+    assert len(man["seeds"]["train"]) == 4 and man["config"]["n_models"] == 4
+    assert man["versions"]["torch"] == torch.__version__
+    keep = np.load(out / "keep.npy")
+    assert keep.shape == (4, 160) and keep.dtype == bool and (keep.sum(0) == 2).all()
+    assert np.load(out / "labels.npy").shape == (160,)
+    calib = np.load(out / "calibration.npy")
+    assert (calib <= keep).all() and (calib.sum(1) == 16).all()
+    for name in ("fp32", "rtn-4b", "rtn-2b"):
+        s = np.load(out / "scores" / f"{name}.npy")
+        assert s.shape == (4, 160, 2) and s.dtype == np.float64 and np.isfinite(s).all()
+    doc = json.loads((out / "results.json").read_text())
+    # fp32: one attacker; each quantized config: FP-reference and adaptive; 2 attacks each.
+    assert len(doc["rows"]) == (1 + 2 * 2) * 2 == len(res.rows)
+    assert {(r["config"], r["attacker"]) for r in doc["rows"]} == {
+        ("fp32", "fp_reference"),
+        ("rtn-4b", "fp_reference"),
+        ("rtn-4b", "adaptive"),
+        ("rtn-2b", "fp_reference"),
+        ("rtn-2b", "adaptive"),
+    }
+    header = (out / "results.csv").read_text().splitlines()[0]
+    assert "test_acc.mean" in header and "attacker" in header
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3
+    assert "fp32" in (out / "report.md").read_text()
+
+
+def test_resume_after_interrupt_recomputes_nothing_finished(finished_run, tmp_path, monkeypatch):
+    config = tiny_config(tmp_path / "run")
+    counter = Counter(monkeypatch)
+    done = []
+
+    def stop_after(unit, event, info):
+        if event == "done":
+            done.append(unit.name)
+            if len(done) == 7:
+                raise KeyboardInterrupt  # a kill between units
+
+    with pytest.raises(KeyboardInterrupt):
+        audit(config, progress=False, on_event=stop_after)
+    man = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert man["status"] == "interrupted"
+    assert counter.names == done
+    # A half-written file from a kill during a write: a temp file, and a payload without its
+    # checksum record. Neither may be read.
+    store = tmp_path / "run" / "store"
+    plan = plan_audit(config)
+    nxt = next(u for u in plan.units if u.name not in done)
+    (store / nxt.key[:2]).mkdir(parents=True, exist_ok=True)
+    (store / nxt.key[:2] / f".{nxt.key}.pt.123.abcd.tmp").write_bytes(b"partial")
+    (store / nxt.key[:2] / f"{nxt.key}.pt").write_bytes(b"half a payload")
+
+    counter.names.clear()
+    res = audit(config, progress=False, report=False)
+    assert not set(counter.names) & set(done)
+    assert len(counter.names) + len(done) == len(plan.units)
+    assert nxt.name in counter.names
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["status"] == "complete"
+    # Same seeds, same numbers as an uninterrupted run.
+    assert [r["metrics"] for r in res.rows] == [r["metrics"] for r in finished_run[1].rows]
+
+
+def test_corrupt_artifact_is_recomputed(finished_run, tmp_path, monkeypatch):
+    out = copy_run(finished_run[0], tmp_path / "run")
+    config = tiny_config(out)
+    plan = plan_audit(config)
+    score = next(u for u in plan.units if u.name == "score/rtn-2b")
+    attack = next(u for u in plan.units if u.name == "attack/rtn-4b/adaptive/lira_online")
+    for u in (score, attack):
+        p = out / "store" / u.key[:2] / f"{u.key}.pt"
+        data = bytearray(p.read_bytes())
+        data[len(data) // 2] ^= 0xFF  # same size: only the checksum can tell
+        p.write_bytes(bytes(data))
+    counter = Counter(monkeypatch)
+    res = audit(config, progress=False)
+    assert sorted(counter.names) == sorted([score.name, attack.name])
+    man = json.loads((out / "manifest.json").read_text())
+    assert set(man["corrupt_artifacts_recomputed"]) == {score.name, attack.name}
+    assert [r["metrics"] for r in res.rows] == [r["metrics"] for r in finished_run[1].rows]
+
+
+def test_changed_setting_recomputes_only_dependents(finished_run, tmp_path, monkeypatch):
+    out = copy_run(finished_run[0], tmp_path / "run")
+    counter = Counter(monkeypatch)
+    audit(tiny_config(out), progress=False, report=False)
+    assert counter.names == []  # a rerun of a finished run does nothing
+    audit(tiny_config(out, n_bootstrap=5), progress=False, report=False)
+    assert set(counter.kinds()) == {"attack"} and len(counter.names) == 10
+    counter.names.clear()
+    res = audit(tiny_config(out, n_bootstrap=5, bits=(4, 2, 1.58)), progress=False, report=False)
+    assert counter.kinds() == {"quantize": 4, "score": 1, "attack": 4}
+    assert {r["config"] for r in res.rows} == {"fp32", "rtn-4b", "rtn-2b", "rtn-1.58b"}
+
+
+def test_failed_unit_reports_and_keeps_the_rest(finished_run, tmp_path, monkeypatch):
+    from ptqx.experiment import AuditError
+
+    out = copy_run(finished_run[0], tmp_path / "run")
+    real = UNIT_KINDS["quantize"]
+
+    def broken(unit, inputs):
+        if unit.params["bits"] == 1.58:
+            raise RuntimeError("quantizer exploded")
+        return real(unit, inputs)
+
+    monkeypatch.setitem(UNIT_KINDS, "quantize", broken)
+    with pytest.raises(AuditError, match="quantizer exploded") as e:
+        audit(tiny_config(out, bits=(4, 2, 1.58), n_bootstrap=5), progress=False)
+    assert "rerun the same command" in str(e.value)
+    man = json.loads((out / "manifest.json").read_text())
+    st = {n: u["status"] for n, u in man["units"].items()}
+    assert man["status"] == "failed"
+    assert st["train/0"] == "cached" and st["quantize/rtn-1.58b/0"] == "failed"
+    assert (
+        st["score/rtn-1.58b"] == "skipped"
+        and st["attack/rtn-1.58b/adaptive/lira_online"] == "skipped"
+    )
+    assert st["attack/rtn-2b/adaptive/lira_online"] == "done"
+
+
+def test_config_is_frozen(tmp_path):
+    c = tiny_config(tmp_path)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.n_models = 3  # type: ignore[misc]
+    assert hash(c) == hash(dataclasses.replace(c))
+
+
+@pytest.mark.slow
+def test_process_pool_gives_identical_results(finished_run, tmp_path):
+    """``--jobs 2``: units run in spawned worker processes; same seeds => same numbers."""
+    # float32 reductions depend on the thread count, so workers use the in-process count.
+    threads = torch.get_num_threads()
+    res = audit(
+        tiny_config(tmp_path / "pool", jobs=2, threads=threads), progress=False, report=False
+    )
+    man = json.loads((tmp_path / "pool" / "manifest.json").read_text())
+    assert man["executor"] == "processes" and man["status"] == "complete"
+    assert [r["metrics"] for r in res.rows] == [r["metrics"] for r in finished_run[1].rows]
+    for name in ("fp32", "rtn-2b"):
+        np.testing.assert_array_equal(
+            np.load(tmp_path / "pool" / "scores" / f"{name}.npy"),
+            np.load(finished_run[0] / "scores" / f"{name}.npy"),
+        )
+
+
+def test_python_api_resumes_finished_run(finished_run, tmp_path, monkeypatch):
+    import ptqx
+
+    out = copy_run(finished_run[0], tmp_path / "run")
+    counter = Counter(monkeypatch)
+    res = ptqx.audit(tiny_config(out), progress=False, report=False)
+    assert counter.names == [] and res.out == out
+    assert res.table(attack="lira_online", attacker="adaptive")[0]["config"] == "rtn-4b"
+    with pytest.raises(TypeError):
+        ptqx.audit(tiny_config(out), n_models=3)
+
+
+def test_report_without_matplotlib_still_has_tables(finished_run, tmp_path, monkeypatch):
+    import sys
+
+    from ptqx.experiment import write_report
+
+    out = copy_run(finished_run[0], tmp_path / "run")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    md, html = write_report(out)
+    text = html.read_text()
+    assert "matplotlib is not installed" in text and "data:image/png" not in text
+    assert "<table>" in text and "rtn-2b" in md.read_text()
