@@ -80,6 +80,9 @@ setup(
     extras_require={
         "test": ["pytest", "pytest-benchmark"],
         "plot": ["matplotlib"],
+        # Plain `ray` (core tasks only), not `ray[default]` (dashboard, metrics agents):
+        # `ptqx run --backend ray` needs nothing more. Pinned: the version tested here.
+        "ray": ["ray==2.60.0"],
     },
     entry_points={"console_scripts": ["ptqx=ptqx.cli:main"]},
     ext_modules=ext_modules,
