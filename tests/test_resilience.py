@@ -65,6 +65,26 @@ grid = "minmax"
 N_UNITS = 16
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread_per_unit():
+    """Every executor here runs a unit on one torch thread (pool: 2 cores // 2 jobs; Ray: one
+    CPU per task, so OMP_NUM_THREADS=1), and so does this process. Torch's CPU reductions
+    split work by thread count, so float32 results at another thread count may differ in
+    the last bit; with equal settings they must be bit-identical, which is what is tested.
+    """
+    import torch
+
+    old_threads, old_env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"  # subprocess drivers start with one thread too
+    yield
+    torch.set_num_threads(old_threads)
+    if old_env is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = old_env
+
+
 @pytest.fixture(scope="module")
 def toml(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("cfg") / "audit.toml"
@@ -118,7 +138,15 @@ def ray_session(faults):
         num_cpus=2,
         include_dashboard=False,
         logging_level="WARNING",
-        runtime_env={"worker_process_setup_hook": "tests._faults.install"},
+        runtime_env={
+            "worker_process_setup_hook": "tests._faults.install",
+            # Workers must import this repository's `tests` package for the hook.
+            "env_vars": {
+                "PYTHONPATH": os.pathsep.join(
+                    filter(None, [str(REPO), os.environ.get("PYTHONPATH")])
+                )
+            },
+        },
     )
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
