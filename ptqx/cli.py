@@ -121,6 +121,9 @@ def _make_executor(args: argparse.Namespace, config):
         options = {"address": args.address}
         if args.gpus_per_unit is not None:
             options["gpus_per_unit"] = args.gpus_per_unit
+        # On Ray a unit's threads are the CPUs its task reserves (default 1).
+        if getattr(config, "threads", None):
+            options["cpus_per_unit"] = config.threads
     try:
         return make_executor(jobs=config.jobs, backend=backend, **options)
     except (ImportError, ValueError) as e:  # ImportError: the engine is not installed

@@ -102,11 +102,6 @@ def execute_unit(
     """
     import torch
 
-    threads = unit.hints.get("threads")
-    if not threads:
-        # Ray sets OMP_NUM_THREADS to the task's CPU share; torch should use the same.
-        threads = int(os.environ.get("OMP_NUM_THREADS") or 1)
-    torch.set_num_threads(max(1, int(threads)))
     attempt, current = 0, unit
     while True:
         try:
@@ -139,7 +134,8 @@ class RayExecutor:
             joins that cluster. A Ray session already initialised in this process is
             reused and left running.
         num_cpus: CPUs of a local instance (None: all of this machine's).
-        cpus_per_unit: ``num_cpus`` reserved by each unit (also its torch thread count).
+        cpus_per_unit: ``num_cpus`` reserved by each unit, which is also its torch thread
+            count (``ptqx run --threads N`` sets it).
         gpus_per_unit: ``num_gpus`` reserved by each unit that runs on a CUDA device; a
             fraction packs several units onto one GPU. Units that set ``num_gpus`` in
             their ``resources`` keep their own value.
@@ -222,6 +218,18 @@ class RayExecutor:
         out["num_gpus"] = float(gpus or 0)
         return out
 
+    def _for_ray(self, unit: Unit) -> Unit:
+        """``unit`` with as many torch threads as CPUs its task reserves.
+
+        The planner's thread hint is sized for a local process pool (cores // jobs); on a
+        cluster a task may only use what it reserved, or tasks packed on one node fight
+        over the cores (Ray sets OMP_NUM_THREADS the same way).
+        """
+        import dataclasses
+
+        threads = max(1, int(self.resources(unit)["num_cpus"]))
+        return dataclasses.replace(unit, hints={**unit.hints, "threads": threads})
+
     def _remote(self, unit: Unit):
         res = self.resources(unit)
         opts: dict[str, Any] = {
@@ -255,7 +263,9 @@ class RayExecutor:
             # upstream results exist. Upstream units not in ``units`` are finished already.
             for u in _topological(units):
                 args = [refs[d] for d in dict.fromkeys(u.deps) if d in refs]
-                ref = self._remote(u).remote(u, store_root, *args, oom_retries=self.oom_retries)
+                ref = self._remote(u).remote(
+                    self._for_ray(u), store_root, *args, oom_retries=self.oom_retries
+                )
                 refs[u.key] = ref
                 key_of[ref] = u.key
             for u in graph.ready():
