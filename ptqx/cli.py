@@ -61,12 +61,13 @@ _FLAGS = {
     "out": "out",
     "store": "store",
     "device": "device",
+    "threads": "threads",
 }
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from ptqx.experiment import AuditConfig, AuditError, ConfigError, audit
-    from ptqx.experiment.config import dataset_defaults
+    from ptqx.experiment.config import DEFAULT_METHODS, dataset_defaults
 
     settings = {
         field: getattr(args, flag)
@@ -82,7 +83,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
             base = dataset_defaults(settings.get("dataset", "digits"))
             if "train" in settings:
                 settings["train"] = {**base.get("train", {}), **settings["train"]}
-            config = AuditConfig(**{**base, **settings})
+            merged = {**base, **settings}
+            methods = merged.get("methods", DEFAULT_METHODS)
+            # Built-in per-method defaults only for the methods this run uses.
+            merged["quant_options"] = {
+                m: o for m, o in merged.get("quant_options", {}).items() if m in methods
+            }
+            config = AuditConfig(**merged)
     except ConfigError as e:
         print(f"ptqx run: {e}", file=sys.stderr)
         return 2
@@ -219,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="run folder (default runs/<dataset>)")
     run.add_argument("--store", help="artifact store folder (default <out>/store; may be shared)")
     run.add_argument("--device", help="cpu (default) or cuda")
+    run.add_argument(
+        "--threads", type=int, help="torch threads per unit/worker (default: cores / jobs)"
+    )
     run.add_argument(
         "--no-progress", dest="no_progress", action="store_true", help="no progress bars"
     )

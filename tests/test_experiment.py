@@ -361,3 +361,21 @@ def test_config_is_frozen(tmp_path):
     with pytest.raises(dataclasses.FrozenInstanceError):
         c.n_models = 3  # type: ignore[misc]
     assert hash(c) == hash(dataclasses.replace(c))
+
+
+@pytest.mark.slow
+def test_process_pool_gives_identical_results(finished_run, tmp_path):
+    """``--jobs 2``: units run in spawned worker processes; same seeds => same numbers."""
+    # float32 reductions depend on the thread count, so workers use the in-process count.
+    threads = torch.get_num_threads()
+    res = audit(
+        tiny_config(tmp_path / "pool", jobs=2, threads=threads), progress=False, report=False
+    )
+    man = json.loads((tmp_path / "pool" / "manifest.json").read_text())
+    assert man["executor"] == "processes" and man["status"] == "complete"
+    assert [r["metrics"] for r in res.rows] == [r["metrics"] for r in finished_run[1].rows]
+    for name in ("fp32", "rtn-2b"):
+        np.testing.assert_array_equal(
+            np.load(tmp_path / "pool" / "scores" / f"{name}.npy"),
+            np.load(finished_run[0] / "scores" / f"{name}.npy"),
+        )

@@ -148,7 +148,11 @@ def plan_audit(config: AuditConfig, ds=None) -> Plan:
         "universe_seed": seeds["universe"],
     }
     keep_spec = {"n_models": n, "seed": seeds["keep"]}
-    hints = {"device": config.device, "data_root": config.data_root}
+    hints = {
+        "device": config.device,
+        "data_root": config.data_root,
+        "threads": config.threads_per_unit,
+    }
     seeds["train"] = [derive_seed(seed, "train", i) for i in range(n)]
     seeds["calib"] = [derive_seed(seed, "calib", i) for i in range(n)]
     seeds["calib_augment"] = [derive_seed(seed, "calib_augment", i) for i in range(n)]
@@ -236,7 +240,11 @@ def plan_audit(config: AuditConfig, ds=None) -> Plan:
                 }
                 deps = list(dict.fromkeys([c["score"], ref]))
                 u = make_unit(
-                    "attack", f"attack/{c['name']}/{attacker}/{attack}", params, deps, hints={}
+                    "attack",
+                    f"attack/{c['name']}/{attacker}/{attack}",
+                    params,
+                    deps,
+                    hints={"threads": config.threads_per_unit},
                 )
                 units.append(u)
                 attacks.append(
@@ -547,6 +555,9 @@ def audit(
         if on_event is not None:
             on_event(u, what, info)
 
+    import torch
+
+    threads_before = torch.get_num_threads()
     try:
         failed = executor.run(todo, str(config.store_dir), event) if todo else {}
     except BaseException:
@@ -554,6 +565,7 @@ def audit(
         manifest.save()
         raise
     finally:
+        torch.set_num_threads(threads_before)  # the in-process executor set the unit's count
         if bar is not None:
             bar.close()
 

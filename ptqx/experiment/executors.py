@@ -122,7 +122,7 @@ class ProcessPoolExecutor:
 
     def run(self, units: Sequence[Unit], store_root: str, on_event: EventFn) -> dict[str, str]:
         graph, errors = _Graph(units), {}
-        threads = max(1, (os.cpu_count() or 1) // self.jobs)
+        threads = max(1, (os.cpu_count() or 1) // self.jobs)  # units' hints may override
         ctx = mp.get_context("spawn")
         with cf.ProcessPoolExecutor(
             self.jobs, mp_context=ctx, initializer=_worker_init, initargs=(threads,)
