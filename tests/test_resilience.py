@@ -55,34 +55,18 @@ bits = [4]
 calib_size = 16
 attacks = ["lira_online", "global_threshold"]
 n_bootstrap = 8
+threads = 1
 [train]
 epochs = 1
 batch_size = 32
 [quant_options.rtn]
 grid = "minmax"
 """
+# threads = 1: every executor then runs each unit on one torch thread (Ray: one CPU per
+# task). Torch's CPU reductions split work by thread count, so at another count float32
+# results may differ in the last bit; at equal settings they must be bit-identical.
 # 4 train + 4 quantize + 2 score + (1 + 2 attackers) x 2 attacks = 16 units.
 N_UNITS = 16
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread_per_unit():
-    """Every executor here runs a unit on one torch thread (pool: 2 cores // 2 jobs; Ray: one
-    CPU per task, so OMP_NUM_THREADS=1), and so does this process. Torch's CPU reductions
-    split work by thread count, so float32 results at another thread count may differ in
-    the last bit; with equal settings they must be bit-identical, which is what is tested.
-    """
-    import torch
-
-    old_threads, old_env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
-    torch.set_num_threads(1)
-    os.environ["OMP_NUM_THREADS"] = "1"  # subprocess drivers start with one thread too
-    yield
-    torch.set_num_threads(old_threads)
-    if old_env is None:
-        os.environ.pop("OMP_NUM_THREADS", None)
-    else:
-        os.environ["OMP_NUM_THREADS"] = old_env
 
 
 @pytest.fixture(scope="module")
