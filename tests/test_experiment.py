@@ -379,3 +379,28 @@ def test_process_pool_gives_identical_results(finished_run, tmp_path):
             np.load(tmp_path / "pool" / "scores" / f"{name}.npy"),
             np.load(finished_run[0] / "scores" / f"{name}.npy"),
         )
+
+
+def test_python_api_resumes_finished_run(finished_run, tmp_path, monkeypatch):
+    import ptqx
+
+    out = copy_run(finished_run[0], tmp_path / "run")
+    counter = Counter(monkeypatch)
+    res = ptqx.audit(tiny_config(out), progress=False, report=False)
+    assert counter.names == [] and res.out == out
+    assert res.table(attack="lira_online", attacker="adaptive")[0]["config"] == "rtn-4b"
+    with pytest.raises(TypeError):
+        ptqx.audit(tiny_config(out), n_models=3)
+
+
+def test_report_without_matplotlib_still_has_tables(finished_run, tmp_path, monkeypatch):
+    import sys
+
+    from ptqx.experiment import write_report
+
+    out = copy_run(finished_run[0], tmp_path / "run")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    md, html = write_report(out)
+    text = html.read_text()
+    assert "matplotlib is not installed" in text and "data:image/png" not in text
+    assert "<table>" in text and "rtn-2b" in md.read_text()

@@ -128,8 +128,14 @@ class ProcessPoolExecutor:
             self.jobs, mp_context=ctx, initializer=_worker_init, initargs=(threads,)
         ) as pool:
             running: dict[cf.Future, Unit] = {}
+            queue: list[Unit] = []
             while True:
-                for u in graph.ready():
+                queue.extend(graph.ready())
+                # Submit no more than there are workers: "start" then means started, and
+                # units that become ready later (downstream work) are not stuck behind a
+                # long FIFO of already-queued ones.
+                while queue and len(running) < self.jobs:
+                    u = queue.pop(0)
                     on_event(u, "start", {})
                     running[pool.submit(run_unit, u, store_root)] = u
                 if not running:
