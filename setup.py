@@ -82,6 +82,10 @@ setup(
         "test": ["pytest", "pytest-benchmark", "pillow"],
         "plot": ["matplotlib"],
         "images": ["pillow"],
+        # Plain `ray` (core tasks only), not `ray[default]` (dashboard, metrics agents):
+        # `ptqx run --backend ray` needs nothing more. 2.49+ for `ray symmetric-run`; a driver
+        # must match its cluster's Ray version, so this is a range (CI tests 2.60).
+        "ray": ["ray>=2.49,<3"],
     },
     entry_points={"console_scripts": ["ptqx=ptqx.cli:main"]},
     ext_modules=ext_modules,

@@ -93,18 +93,55 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"ptqx run: {e}", file=sys.stderr)
         return 2
+    executor = None
+    if args.backend is not None or args.address is not None:
+        executor = _make_executor(args, config)
+        if executor is None:
+            return 2
     try:
-        results = audit(config, progress=not args.no_progress, report=not args.no_report)
+        results = audit(
+            config, progress=not args.no_progress, report=not args.no_report, executor=executor
+        )
     except ConfigError as e:
         print(f"ptqx run: {e}", file=sys.stderr)
         return 2
     except AuditError as e:
         print(f"ptqx run: {e}", file=sys.stderr)
+        print(f"ptqx run: to retry the failed units: {_rerun_command()}", file=sys.stderr)
         return 1
     print(
         f"ptqx run: {len(results.rows)} result rows in {results.out}/results.json; report: {results.out}/report.html"
     )
     return 0
+
+
+def _make_executor(args: argparse.Namespace, config):
+    """The executor --backend/--address ask for, or None after printing why it cannot run."""
+    from ptqx.experiment import make_executor
+
+    backend = args.backend or ("ray" if args.address is not None else None)
+    if args.address is not None and backend != "ray":
+        print("ptqx run: --address needs --backend ray", file=sys.stderr)
+        return None
+    options = {}
+    if backend == "ray":
+        options = {"address": args.address}
+        if args.gpus_per_unit is not None:
+            options["gpus_per_unit"] = args.gpus_per_unit
+        # On Ray a unit's threads are the CPUs its task reserves (default 1).
+        if getattr(config, "threads", None):
+            options["cpus_per_unit"] = config.threads
+    try:
+        return make_executor(jobs=config.jobs, backend=backend, **options)
+    except (ImportError, ValueError) as e:  # ImportError: the engine is not installed
+        print(f"ptqx run: {e}", file=sys.stderr)
+        return None
+
+
+def _rerun_command() -> str:
+    import shlex
+
+    return shlex.join(["ptqx", *sys.argv[1:]]) if sys.argv[1:] else "the same ptqx run command"
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -168,6 +205,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--bootstrap", type=int, help="bootstrap resamples for CIs (default 200)")
     run.add_argument("--seed", type=int, help="run seed (every other seed derives from it)")
     run.add_argument("--jobs", type=int, help="worker processes (default 1: in-process)")
+    run.add_argument(
+        "--backend",
+        choices=("inprocess", "processes", "ray"),
+        help="how units run: inprocess (default for --jobs 1), processes (local pool, default "
+        "for --jobs N > 1) or ray (one Ray task per unit; pip install 'ptqx[ray]')",
+    )
+    run.add_argument(
+        "--address",
+        help="Ray cluster to use with --backend ray: auto (the one `ray start` began here) or "
+        "HOST:PORT (default: $RAY_ADDRESS if set, else a local Ray instance for this run)",
+    )
+    run.add_argument(
+        "--gpus-per-unit",
+        dest="gpus_per_unit",
+        type=float,
+        help="GPU share each unit reserves with --backend ray --device cuda (default 0.25: "
+        "four small models per GPU)",
+    )
     run.add_argument("--out", help="run folder (default runs/<dataset>)")
     run.add_argument("--store", help="artifact store folder (default <out>/store; may be shared)")
     run.add_argument("--device", help="cpu (default) or cuda")

@@ -157,15 +157,31 @@ class ProcessPoolExecutor:
         return errors
 
 
+def _ray_executor(jobs: int = 1, **options: Any) -> Executor:
+    # Imported here: Ray is an optional extra, and importing it costs seconds.
+    from .ray_executor import RayExecutor
+
+    return RayExecutor(**options)
+
+
 EXECUTORS: dict[str, Callable[..., Executor]] = {
-    "inprocess": lambda jobs=1: InProcessExecutor(),
-    "processes": lambda jobs=2: ProcessPoolExecutor(jobs),
+    "inprocess": lambda jobs=1, **_: InProcessExecutor(),
+    "processes": lambda jobs=2, **_: ProcessPoolExecutor(jobs),
+    "ray": _ray_executor,
 }
 
 
-def make_executor(*, jobs: int = 1, backend: str | None = None) -> Executor:
-    """``backend`` None picks in-process for one job, the process pool otherwise."""
+def make_executor(*, jobs: int = 1, backend: str | None = None, **options: Any) -> Executor:
+    """``backend`` None picks in-process for one job, the process pool otherwise.
+
+    ``options`` go to the backend's executor (e.g. ``address`` for "ray"); backends
+    ignore options they do not have.
+
+    Raises:
+        ValueError: unknown backend.
+        BackendUnavailable (an ImportError): the backend's engine is not installed.
+    """
     backend = backend or ("inprocess" if jobs <= 1 else "processes")
     if backend not in EXECUTORS:
         raise ValueError(f"backend: unknown {backend!r}; available: {', '.join(EXECUTORS)}")
-    return EXECUTORS[backend](jobs=jobs)
+    return EXECUTORS[backend](jobs=jobs, **options)
