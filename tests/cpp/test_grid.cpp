@@ -5,14 +5,7 @@
 #include "ptqx/grid.h"
 #include "ptqx/grid_search.h"
 
-// Not CHECK(): Release builds define NDEBUG and would compile the checks away.
-#define CHECK(cond)                                                    \
-  do {                                                                 \
-    if (!(cond)) {                                                     \
-      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-      return 1;                                                        \
-    }                                                                  \
-  } while (0)
+#include "check.h"
 
 int main() {
   // Round half to even, clamping at both ends: 4-bit grid, scale 0.5, zero 8.

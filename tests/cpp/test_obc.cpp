@@ -9,13 +9,7 @@
 
 #include "ptqx/obc.h"
 
-#define CHECK(cond)                                                                 \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-      return 1;                                                                     \
-    }                                                                               \
-  } while (0)
+#include "check.h"
 
 int main() {
   const int R = 3, C = 53;

@@ -5,13 +5,7 @@
 
 #include "ptqx/scores.h"
 
-#define CHECK(cond)                                                                 \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-      return 1;                                                                     \
-    }                                                                               \
-  } while (0)
+#include "check.h"
 
 int main() {
   // Hand-worked rows: three equal classes -> -log 2; extreme gaps stay finite.
