@@ -133,6 +133,23 @@ def test_sequential_hessians_run_and_help(digits_model, digits_data, calib, meth
     assert accuracy(seq, x_te, y_te) >= accuracy(rtn, x_te, y_te) - 0.01
 
 
+@pytest.mark.parametrize(
+    "method,opts",
+    [
+        ("gptq", {"precision": "float64"}),
+        ("gptq", {"actorder": True, "blocksize": 32}),
+        ("obc", {"precision": "float64"}),
+    ],
+    ids=["gptq-f64", "gptq-actorder", "obc-f64"],
+)
+def test_method_options_below_rtn(digits_model, calib, quantized, method, opts):
+    rtn = _recon_errors(digits_model, quantized("rtn", 2), calib)
+    ours = _recon_errors(digits_model, quantized(method, 2, **opts), calib)
+    assert sum(ours.values()) < sum(rtn.values())
+    for name in rtn:
+        assert ours[name] < rtn[name], (name, ours[name], rtn[name])
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_ternary_has_three_values_per_channel(quantized, method):
     q = quantized(method, 1.58)

@@ -168,35 +168,48 @@ def reconstruction_error(
 _HESSIAN_BUDGET = 1 << 30
 
 # A Cholesky pivot below this fraction of its own diagonal entry means the input is a
-# linear combination of earlier ones up to float64 rounding (~sqrt(n) * 1e-16): the
-# Hessian is singular. Legitimately collinear inputs (neighbouring pixels) stay far above.
-_PIVOT_RTOL = 1e-10
+# linear combination of earlier ones up to rounding (float64: ~sqrt(n) * 1e-16; float32:
+# ~1e-7): the Hessian is singular at that precision. Legitimately collinear inputs
+# (neighbouring pixels) stay far above.
+_PIVOT_RTOL = {torch.float64: 1e-10, torch.float32: 1e-6}
 
 
-def invert_hessian(h: torch.Tensor, *, damp: float, what: str) -> torch.Tensor:
-    """``(H + damp * mean(diag H) * I)^-1`` in float64 via Cholesky, or a clear error.
+def invert_hessian(
+    h: torch.Tensor, *, damp: float, what: str, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
+    """``(H + damp * mean(diag H) * I)^-1`` via Cholesky in ``dtype``, or a clear error.
 
     Args:
         h: float64 [C, C], symmetric positive semi-definite (dead inputs already set to 1).
         damp: relative damping (GPTQ's ``percdamp``); 0 for none.
         what: names the layer in error messages.
+        dtype: float64, or float32 as the official GPTQ/OBC code (2-3x faster on the
+            4608-column layers of ResNet-18, where the O(C^3) factorisations dominate).
+    Returns:
+        ``dtype`` [C, C], symmetric.
     Raises:
-        ValueError: H (after damping) is not positive definite.
+        ValueError: H (after damping) is not positive definite at that precision.
     """
     if damp:
         h = h + damp * torch.diagonal(h).mean() * torch.eye(
             h.shape[0], dtype=h.dtype, device=h.device
         )
+    h = h.to(dtype)
     chol, info = torch.linalg.cholesky_ex(h)
     ratio = torch.diagonal(chol) ** 2 / torch.diagonal(h)
-    if int(info) != 0 or not bool(torch.isfinite(chol).all()) or bool((ratio < _PIVOT_RTOL).any()):
-        bad = int((~(ratio >= _PIVOT_RTOL)).sum()) if int(info) == 0 else "some"
+    tol = _PIVOT_RTOL[dtype]
+    if int(info) != 0 or not bool(torch.isfinite(chol).all()) or bool((ratio < tol).any()):
+        bad = int((~(ratio >= tol)).sum()) if int(info) == 0 else "some"
+        prec = str(dtype).replace("torch.", "")
         raise ValueError(
-            f"{what}: the Hessian is not invertible ({bad} of {h.shape[0]} inputs are linear "
-            f"combinations of the others{'' if not damp else f' even with damp={damp}'}); pass "
-            "damp=0.01 (relative damping) or more calibration data"
+            f"{what}: the Hessian is not invertible in {prec} ({bad} of {h.shape[0]} inputs are "
+            f"linear combinations of the others{'' if not damp else f' even with damp={damp}'}); "
+            "pass damp=0.01 (relative damping), more calibration data"
+            + (", or precision='float64'" if dtype != torch.float64 else "")
         )
-    return torch.cholesky_inverse(chol)
+    hinv = torch.cholesky_inverse(chol)
+    # cholesky_inverse is symmetric only up to rounding; consumers rely on symmetry.
+    return (hinv + hinv.T) / 2
 
 
 def prepare_layer(weight: torch.Tensor, hessian: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
