@@ -12,7 +12,8 @@ holds the per-layer table, which is also printed (run with ``-s``).
 Environment: ``PTQX_BENCH_CALIB`` calibration images (default 320: the fewest for which
 the 4608-column Hessians of layer4 are full rank, 320 * 4 * 4 = 5120 rows, so OBC runs
 undamped as the protocol), ``PTQX_BENCH_METHODS`` (default "rtn,gptq,obc"),
-``PTQX_BENCH_BITS`` (default 2).
+``PTQX_BENCH_BITS`` (default 2), ``PTQX_BENCH_THREADS`` (torch intra-op threads;
+default torch's).
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ from ptqx.models import build_model
 CALIB = int(os.environ.get("PTQX_BENCH_CALIB", "320"))
 METHODS = os.environ.get("PTQX_BENCH_METHODS", "rtn,gptq,obc").split(",")
 BITS = float(os.environ.get("PTQX_BENCH_BITS", "2"))
+if os.environ.get("PTQX_BENCH_THREADS"):
+    # On a shared, loaded machine one intra-op thread can beat two (threads wait on
+    # each other in every parallel region); record which was used.
+    torch.set_num_threads(int(os.environ["PTQX_BENCH_THREADS"]))
 
 
 @pytest.fixture(scope="module")
