@@ -331,6 +331,25 @@ def test_conv_hessian_matches_direct_unfold():
     torch.testing.assert_close(w @ rows.transpose(1, 2), y, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("cols", [1, 37, 512, 1100])
+def test_add_gram_symmetric_blocks(cols):
+    from ptqx.quant.hessian import add_gram
+
+    rows = torch.randn(
+        2, 300, cols, dtype=torch.float64, generator=torch.Generator().manual_seed(cols)
+    )
+    want = rows.transpose(1, 2) @ rows
+    acc = torch.zeros(2, cols, cols, dtype=torch.float64)
+    add_gram(acc, rows)
+    torch.testing.assert_close(
+        acc, want, rtol=1e-12, atol=1e-10
+    )  # float64, another summation order
+    acc32 = torch.zeros_like(acc)
+    add_gram(acc32, rows.float())  # float32 products (the official OBC code), float64 sum
+    assert acc32.dtype == torch.float64
+    torch.testing.assert_close(acc32, want, rtol=1e-4, atol=1e-3 * float(want.abs().max()))
+
+
 @pytest.mark.parametrize(
     "conv",
     [

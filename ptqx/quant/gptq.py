@@ -103,8 +103,9 @@ def quantize_gptq(
         sequential: Hessians from the partially quantized network (True, GPTQ's default)
             or all from the float network (False).
         precision: "float32" (the official code: H^-1 and its Cholesky factor in
-            float32) or "float64"; H is accumulated in float64 either way, and the column
-            updates run in float32.
+            float32) or "float64". H is summed in float64 either way, from per-chunk
+            ``X^T X`` products in this precision (the official OBC code's
+            ``inp.matmul(inp.t()).double()`` for float32); column updates run in float32.
     """
     if precision not in _DTYPES:
         raise ValueError(f"precision: expected 'float32' or 'float64', got {precision!r}")
@@ -144,4 +145,5 @@ def quantize_gptq(
         method="gptq",
         progress=progress,
         layer_fn=layer_fn,
+        product_dtype=dtype,
     )

@@ -23,8 +23,33 @@ from torch import nn
 from .calib import CalibrationSet
 from .layers import LayerPlan, store_quantized, weight_rows
 
-# Unfolded rows per chunk (times C columns): bounds the float64 copy of a conv input.
+# Unfolded rows per chunk (times C columns): bounds the float64 copy of a conv input and,
+# with float32 products, how many rows one float32 partial sum runs over.
 _CHUNK_ELEMS = 1 << 24
+# Column block of the symmetric Gram product: above this width only the upper block
+# triangle is multiplied (about half the flops of a full X^T X) and mirrored.
+_GRAM_BLOCK = 512
+
+
+def add_gram(acc: torch.Tensor, rows: torch.Tensor) -> None:
+    """``acc += rows^T rows`` per group, exploiting symmetry.
+
+    Args:
+        acc: float64 [G, C, C] accumulator (updated in place).
+        rows: float32/float64 [G, N, C]; the products run in its dtype and are added
+            to ``acc`` in float64.
+    """
+    cols = rows.shape[2]
+    if cols <= _GRAM_BLOCK:
+        acc += torch.bmm(rows.transpose(1, 2), rows)
+        return
+    for i in range(0, cols, _GRAM_BLOCK):
+        j = min(i + _GRAM_BLOCK, cols)
+        # Block row i: columns i.. (diagonal block in full, the rest mirrored below).
+        p = torch.bmm(rows[:, :, i:j].transpose(1, 2), rows[:, :, i:])
+        acc[:, i:j, i:] += p
+        if j < cols:
+            acc[:, j:, i:j] += p[:, :, j - i :].transpose(1, 2)
 
 
 def layer_input_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -61,10 +86,18 @@ def layer_input_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 class HessianAccumulator:
-    """Running ``H = 2/n sum x x^T`` (float64 [G, C, C]) for one Conv2d/Linear layer."""
+    """Running ``H = 2/n sum x x^T`` (float64 [G, C, C]) for one Conv2d/Linear layer.
 
-    def __init__(self, module: nn.Module):
+    Args:
+        module: the Conv2d/Linear.
+        product_dtype: dtype of each chunk's ``X^T X`` before it is added to the float64
+            sum: float32 as the official OBC code (``inp.matmul(inp.t()).double()``,
+            twice as fast) or float64 for products in float64 too.
+    """
+
+    def __init__(self, module: nn.Module, *, product_dtype: torch.dtype = torch.float64):
         self.module = module
+        self.product_dtype = product_dtype
         groups = module.groups if isinstance(module, nn.Conv2d) else 1
         cols = module.weight[0].numel()
         self.sum = torch.zeros(
@@ -78,8 +111,7 @@ class HessianAccumulator:
         rows = layer_input_rows(self.module, x.detach())
         step = max(1, _CHUNK_ELEMS // max(1, rows.shape[2]))
         for i in range(0, rows.shape[1], step):
-            r = rows[:, i : i + step].to(torch.float64)
-            self.sum.baddbmm_(r.transpose(1, 2), r)
+            add_gram(self.sum, rows[:, i : i + step].to(self.product_dtype))
         self.n += rows.shape[1]
 
     def hessian(self) -> torch.Tensor:
@@ -95,7 +127,12 @@ class _Stop(Exception):
 
 @torch.no_grad()
 def collect_hessians(
-    model: nn.Module, plans: Iterable[LayerPlan], calib: CalibrationSet, *, stop_early: bool = True
+    model: nn.Module,
+    plans: Iterable[LayerPlan],
+    calib: CalibrationSet,
+    *,
+    stop_early: bool = True,
+    product_dtype: torch.dtype = torch.float64,
 ) -> dict[str, torch.Tensor]:
     """Run ``calib`` through ``model`` once and return each planned layer's Hessian.
 
@@ -111,7 +148,7 @@ def collect_hessians(
     from .api import model_device
 
     plans = list(plans)
-    accs = {lp.name: HessianAccumulator(lp.module) for lp in plans}
+    accs = {lp.name: HessianAccumulator(lp.module, product_dtype=product_dtype) for lp in plans}
     remaining: set[str] = set()
 
     def hook(name):
@@ -241,6 +278,7 @@ def quantize_with_hessians(
     method: str,
     progress,
     layer_fn,
+    product_dtype: torch.dtype = torch.float64,
 ) -> None:
     """Drive a Hessian-based quantizer over ``plan``.
 
@@ -274,7 +312,7 @@ def quantize_with_hessians(
     index = 0
     for chunk in chunks:
         t0 = time.perf_counter()
-        hs = collect_hessians(source, chunk, calib)
+        hs = collect_hessians(source, chunk, calib, product_dtype=product_dtype)
         t_h = (time.perf_counter() - t0) / len(chunk)
         for src in chunk:
             lp = by_name[src.name]

@@ -41,7 +41,9 @@ def quantize_obc(
             later layers compensate earlier layers' errors, like GPTQ) or all from the
             float network in one pass (False: the official OBC code).
         precision: "float32" (the official code: H^-1 and the greedy updates in float32,
-            fastest) or "float64"; H is accumulated in float64 either way.
+            fastest) or "float64". H is summed in float64 either way, from per-chunk
+            ``X^T X`` products in this precision (the official code's
+            ``inp.matmul(inp.t()).double()`` for float32).
     """
     if not (isinstance(damp, int | float) and damp >= 0):
         raise ValueError(f"damp: expected a float >= 0, got {damp!r}")
@@ -71,4 +73,5 @@ def quantize_obc(
         method="obc",
         progress=progress,
         layer_fn=layer_fn,
+        product_dtype=dtype,
     )
