@@ -58,7 +58,15 @@ def test_resnet18_whole_network(benchmark, resnet18, calib, method):
     events: list[dict] = []
     result = {}
 
+    def report(event: dict) -> None:
+        events.append(event)
+        if event.get("event") == "layer":  # live per-layer line (run with -s)
+            h = event.get("hessian_seconds")
+            extra = f"  (Hessian {h:6.2f} s)" if h is not None else ""
+            print(f"  {event['layer']:<28} {event['seconds']:8.2f} s{extra}", flush=True)
+
     def run():
+        print(f"\n{method}:", flush=True)
         events.clear()
         t0 = time.perf_counter()
         result["model"] = ptqx.quantize(
@@ -66,7 +74,7 @@ def test_resnet18_whole_network(benchmark, resnet18, calib, method):
             method=method,
             bits=BITS,
             calib=None if method == "rtn" else calib,
-            progress=events.append,
+            progress=report,
             batch_size=64,
         )
         result["seconds"] = time.perf_counter() - t0
@@ -98,3 +106,80 @@ def test_resnet18_whole_network(benchmark, resnet18, calib, method):
             + (f"  (Hessian {h:6.2f} s)" if h is not None else "")
         )
     assert len(layers) == 21  # 20 convs (stem, 16 in blocks, 3 shortcuts) + fc
+
+
+# Rows timed per layer in the projected OBC run: every row up to this many columns,
+# then a subset (the kernel's cost per row is the same for every row of a layer:
+# C greedy steps over the same C x C inverse Hessian).
+SUBSET_ROWS = {4608: 8, 2304: 32}
+
+
+def test_resnet18_obc_projected(benchmark, resnet18, calib):
+    """OBC on the whole network with the widest layers timed on a row subset.
+
+    Everything but the per-row greedy kernel runs in full (float-model Hessians for all
+    21 layers, dead inputs, grid fit, H^-1); ``obc_quantize_rows`` runs on all rows of
+    layers up to 1152 columns and on ``SUBSET_ROWS`` rows of the 2304/4608-column layers,
+    scaled by R / rows. The sum is the projected whole-network time on this machine.
+    """
+    from ptqx import ops
+    from ptqx.quant import LayerPlan, QuantSpec, find_layers, fit_grid, weight_rows
+    from ptqx.quant.calib import CalibrationSet
+    from ptqx.quant.hessian import collect_hessians, invert_hessian, prepare_layer
+
+    layers, _ = find_layers(resnet18)
+    plans = [LayerPlan(n, m, QuantSpec(BITS)) for n, m in layers.items()]
+    rows_out = []
+
+    def run():
+        rows_out.clear()
+        cset = CalibrationSet(calib, batch_size=64)
+        t0 = time.perf_counter()
+        hs = collect_hessians(resnet18, plans, cset, product_dtype=torch.float32)
+        t_hess = time.perf_counter() - t0
+        print(
+            f"\nobc projected: Hessians of all layers in one float-model pass: {t_hess:.1f} s",
+            flush=True,
+        )
+        for lp in plans:
+            t1 = time.perf_counter()
+            w, h = prepare_layer(weight_rows(lp.module), hs.pop(lp.name))
+            scale, zero = fit_grid(w, lp.spec)
+            hinv = invert_hessian(h[0], damp=0.0, what=lp.name, dtype=torch.float32)
+            t_prep = time.perf_counter() - t1
+            n = SUBSET_ROWS.get(lp.columns, lp.rows)
+            t2 = time.perf_counter()
+            ops.obc_quantize_rows(
+                w[:n].contiguous(),
+                hinv,
+                scale[:n].contiguous(),
+                zero[:n].contiguous(),
+                lp.spec.maxq,
+            )
+            t_obc = (time.perf_counter() - t2) * lp.rows / n
+            rows_out.append(
+                {
+                    "layer": lp.name,
+                    "shape": [lp.rows, lp.columns],
+                    "rows_timed": n,
+                    "prep_seconds": t_prep,
+                    "obc_seconds": t_obc,
+                }
+            )
+            print(
+                f"  {lp.name:<24} {lp.rows:>4}x{lp.columns:<5} prep {t_prep:6.2f} s  obc {t_obc:8.1f} s"
+                + ("" if n == lp.rows else f" (scaled from {n} rows)"),
+                flush=True,
+            )
+        total = t_hess + sum(r["prep_seconds"] + r["obc_seconds"] for r in rows_out)
+        rows_out.append({"hessian_seconds": t_hess, "projected_total_seconds": total})
+        print(
+            f"obc {BITS:g}-bit ResNet-18 projected total: {total:.0f} s ({total / 60:.1f} min)",
+            flush=True,
+        )
+
+    benchmark.group = f"resnet18-{BITS:g}bit-obc-projected"
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    benchmark.extra_info.update(
+        {"calib_images": CALIB, "threads": torch.get_num_threads(), "layers": rows_out}
+    )
