@@ -96,15 +96,7 @@ def test_resnet18_whole_network(benchmark, resnet18, calib, method):
             "layers": layers,
         }
     )
-    print(
-        f"\n{method} {BITS:g}-bit ResNet-18, {CALIB} calibration images: {result['seconds']:.1f} s"
-    )
-    for e in layers:
-        h = e["hessian_seconds"]
-        print(
-            f"  {e['layer']:<28} {e['seconds']:8.2f} s"
-            + (f"  (Hessian {h:6.2f} s)" if h is not None else "")
-        )
+    print(f"{method} {BITS:g}-bit ResNet-18, {CALIB} calibration images: {result['seconds']:.1f} s")
     assert len(layers) == 21  # 20 convs (stem, 16 in blocks, 3 shortcuts) + fc
 
 
