@@ -9,9 +9,9 @@ holds the per-layer table, which is also printed (run with ``-s``).
     python -m pytest benchmarks/bench_quant.py --benchmark-only -s \
         --benchmark-json=/tmp/bench_quant.json
 
-Environment: ``PTQX_BENCH_CALIB`` calibration images (default 320: the fewest for which
-the 4608-column Hessians of layer4 are full rank, 320 * 4 * 4 = 5120 rows, so OBC runs
-undamped as the protocol), ``PTQX_BENCH_METHODS`` (default "rtn,gptq,obc"),
+Environment: ``PTQX_BENCH_CALIB`` calibration images (default 320: enough rows for the
+4608-column conv Hessians of layer4, 320 * 4 * 4 = 5120, but fewer than the 512 inputs
+of fc, so OBC runs with ``damp=0.01`` here, like GPTQ's default), ``PTQX_BENCH_METHODS`` (default "rtn,gptq,obc"),
 ``PTQX_BENCH_BITS`` (default 2), ``PTQX_BENCH_THREADS`` (torch intra-op threads;
 default torch's).
 """
@@ -75,6 +75,7 @@ def test_resnet18_whole_network(benchmark, resnet18, calib, method):
             bits=BITS,
             calib=None if method == "rtn" else calib,
             progress=report,
+            **({"damp": 0.01} if method == "obc" else {}),
             batch_size=64,
         )
         result["seconds"] = time.perf_counter() - t0
@@ -137,7 +138,7 @@ def test_resnet18_obc_projected(benchmark, resnet18, calib):
             t1 = time.perf_counter()
             w, h = prepare_layer(weight_rows(lp.module), hs.pop(lp.name))
             scale, zero = fit_grid(w, lp.spec)
-            hinv = invert_hessian(h[0], damp=0.0, what=lp.name, dtype=torch.float32)
+            hinv = invert_hessian(h[0], damp=0.01, what=lp.name, dtype=torch.float32)
             t_prep = time.perf_counter() - t1
             n = SUBSET_ROWS.get(lp.columns, lp.rows)
             t2 = time.perf_counter()
