@@ -133,6 +133,23 @@ def test_sequential_hessians_run_and_help(digits_model, digits_data, calib, meth
     assert accuracy(seq, x_te, y_te) >= accuracy(rtn, x_te, y_te) - 0.01
 
 
+@pytest.mark.parametrize(
+    "method,opts",
+    [
+        ("gptq", {"precision": "float64"}),
+        ("gptq", {"actorder": True, "blocksize": 32}),
+        ("obc", {"precision": "float64"}),
+    ],
+    ids=["gptq-f64", "gptq-actorder", "obc-f64"],
+)
+def test_method_options_below_rtn(digits_model, calib, quantized, method, opts):
+    rtn = _recon_errors(digits_model, quantized("rtn", 2), calib)
+    ours = _recon_errors(digits_model, quantized(method, 2, **opts), calib)
+    assert sum(ours.values()) < sum(rtn.values())
+    for name in rtn:
+        assert ours[name] < rtn[name], (name, ours[name], rtn[name])
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_ternary_has_three_values_per_channel(quantized, method):
     q = quantized(method, 1.58)
@@ -312,6 +329,25 @@ def test_conv_hessian_matches_direct_unfold():
     y = conv(x).detach().double() - conv.bias.detach().double()[None, :, None, None]
     y = y.permute(1, 0, 2, 3).reshape(2, 2, -1)  # [G, R/G, B*OH*OW]
     torch.testing.assert_close(w @ rows.transpose(1, 2), y, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cols", [1, 37, 512, 1100])
+def test_add_gram_symmetric_blocks(cols):
+    from ptqx.quant.hessian import add_gram
+
+    rows = torch.randn(
+        2, 300, cols, dtype=torch.float64, generator=torch.Generator().manual_seed(cols)
+    )
+    want = rows.transpose(1, 2) @ rows
+    acc = torch.zeros(2, cols, cols, dtype=torch.float64)
+    add_gram(acc, rows)
+    torch.testing.assert_close(
+        acc, want, rtol=1e-12, atol=1e-10
+    )  # float64, another summation order
+    acc32 = torch.zeros_like(acc)
+    add_gram(acc32, rows.float())  # float32 products (the official OBC code), float64 sum
+    assert acc32.dtype == torch.float64
+    torch.testing.assert_close(acc32, want, rtol=1e-4, atol=1e-3 * float(want.abs().max()))
 
 
 @pytest.mark.parametrize(

@@ -39,8 +39,23 @@ Writing a quantizer (the contract AdaRound/BRECQ plug into)
   ``progress=True``); other events (e.g. ``{"event": "iter", "layer": ..., "iteration":
   k, "loss": x}``) are passed to a user callback and ignored by the bar.
 
-Methods: "rtn" (no calibration), "gptq" (Frantar et al. 2023), "obc" (Frantar &
-Alistarh 2022); "adaround"/"brecq" come from ``ptqx.quant.recon`` when present.
+Methods and their options
+-------------------------
+- "rtn": no calibration; grid then round.
+- "gptq" (Frantar et al. 2023): ``blocksize=128``, ``actorder=False``, ``damp=0.01``
+  (relative), ``sequential=True``, ``precision="float32"``.
+- "obc" (Frantar & Alistarh 2022, the protocol's OBC path): ``damp=0.0`` (a singular
+  Hessian is an error naming the layer), ``sequential=True``, ``precision="float32"``.
+- "adaround"/"brecq": registered by ``ptqx.quant.recon`` when present.
+
+Hessians (``H = 2/n sum x x^T``, float64, conv inputs unfolded exactly as the conv sees
+them) are collected with forward pre-hooks. ``sequential=True`` (the default for both
+GPTQ and OBC) takes each layer's inputs from the network whose earlier layers are
+already quantized, so later layers compensate earlier errors, as GPTQ does; the forward
+stops at the layer, so this costs about half a network pass per layer.
+``sequential=False`` takes every Hessian from the float network in one pass, as the
+official OBC code does. ``precision="float32"`` inverts H in float32 like both
+official codes (faster on wide layers); ``"float64"`` keeps the inversion in float64.
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ from .hessian import invert_hessian, quantize_with_hessians
 from .layers import LayerPlan
 from .spec import fit_grid
 
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
 
 def gptq_rows(
     weight: torch.Tensor,
@@ -30,6 +32,7 @@ def gptq_rows(
     actorder: bool = False,
     damp: float = 0.01,
     what: str = "layer",
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """GPTQ on one weight matrix sharing one Hessian.
 
@@ -42,6 +45,7 @@ def gptq_rows(
         actorder: quantize columns in order of decreasing H_ii.
         damp: relative damping added to H's diagonal before inverting.
         what: names the layer in errors.
+        dtype: precision of H^-1 and its Cholesky factor (float32 as the official code).
     Returns:
         float32 [R, C]: quantized values ``scale * (code - zero)``.
     """
@@ -52,7 +56,7 @@ def gptq_rows(
     if actorder:
         perm = torch.argsort(torch.diagonal(h), descending=True)
         w, h = w[:, perm], h[perm][:, perm]
-    hinv = invert_hessian(h, damp=damp, what=what)
+    hinv = invert_hessian(h, damp=damp, what=what, dtype=dtype)
     # Row i of the upper Cholesky factor of H^-1 gives column i's error propagation to
     # the later columns, already divided through by the earlier eliminations.
     u = torch.linalg.cholesky(hinv, upper=True).to(torch.float32)
@@ -88,6 +92,7 @@ def quantize_gptq(
     actorder: bool = False,
     damp: float = 0.01,
     sequential: bool = True,
+    precision: str = "float32",
 ) -> None:
     """GPTQ for every planned layer.
 
@@ -97,7 +102,14 @@ def quantize_gptq(
         damp: relative damping, ``damp * mean(diag H)`` added to the diagonal (0.01).
         sequential: Hessians from the partially quantized network (True, GPTQ's default)
             or all from the float network (False).
+        precision: "float32" (the official code: H^-1 and its Cholesky factor in
+            float32) or "float64". H is summed in float64 either way, from per-chunk
+            ``X^T X`` products in this precision (the official OBC code's
+            ``inp.matmul(inp.t()).double()`` for float32); column updates run in float32.
     """
+    if precision not in _DTYPES:
+        raise ValueError(f"precision: expected 'float32' or 'float64', got {precision!r}")
+    dtype = _DTYPES[precision]
     if not isinstance(blocksize, int) or blocksize < 1:
         raise ValueError(f"blocksize: expected an int >= 1, got {blocksize!r}")
     if not (isinstance(damp, int | float) and damp >= 0):
@@ -120,6 +132,7 @@ def quantize_gptq(
                 blocksize=blocksize,
                 actorder=actorder,
                 damp=damp,
+                dtype=dtype,
                 what=what,
             )
         return q, scale, zero
@@ -132,4 +145,5 @@ def quantize_gptq(
         method="gptq",
         progress=progress,
         layer_fn=layer_fn,
+        product_dtype=dtype,
     )

@@ -91,7 +91,8 @@ def find_layers(model: nn.Module) -> tuple[dict[str, nn.Module], list[tuple[str,
         elif isinstance(mod, _NORM_TYPES):
             continue
         elif any(True for _ in mod.parameters(recurse=False)):
-            unsupported.append((name, type(mod).__name__))
+            # The root module owning a bare Parameter (e.g. a class token) has no name.
+            unsupported.append((name or "<root>", type(mod).__name__))
     return layers, unsupported
 
 

@@ -40,8 +40,10 @@ def quantize_obc(
         sequential: Hessians from the partially quantized network (True, the default:
             later layers compensate earlier layers' errors, like GPTQ) or all from the
             float network in one pass (False: the official OBC code).
-        precision: "float32" (the official code's precision, fastest) or "float64" for
-            the greedy updates; H is accumulated and inverted in float64 either way.
+        precision: "float32" (the official code: H^-1 and the greedy updates in float32,
+            fastest) or "float64". H is summed in float64 either way, from per-chunk
+            ``X^T X`` products in this precision (the official code's
+            ``inp.matmul(inp.t()).double()`` for float32).
     """
     if not (isinstance(damp, int | float) and damp >= 0):
         raise ValueError(f"damp: expected a float >= 0, got {damp!r}")
@@ -57,9 +59,7 @@ def quantize_obc(
         for k in range(g):
             sl = slice(k * per, (k + 1) * per)
             what = f"layer {lp.name!r}" + (f" group {k}" if g > 1 else "")
-            hinv = invert_hessian(h[k], damp=damp, what=what)
-            # cholesky_inverse is symmetric only up to rounding; the op checks symmetry.
-            hinv = ((hinv + hinv.T) / 2).to(dtype)
+            hinv = invert_hessian(h[k], damp=damp, what=what, dtype=dtype)
             q[sl] = ops.obc_quantize_rows(
                 w[sl].to(dtype), hinv, scale[sl].contiguous(), zero[sl].contiguous(), lp.spec.maxq
             ).to(torch.float32)
@@ -73,4 +73,5 @@ def quantize_obc(
         method="obc",
         progress=progress,
         layer_fn=layer_fn,
+        product_dtype=dtype,
     )
