@@ -14,11 +14,8 @@ from torch import nn
 
 from .api import ProgressFn, register_quantizer
 from .calib import CalibrationSet
-from .hessian import invert_hessian, quantize_with_hessians
+from .hessian import check_hessian_options, invert_hessian, quantize_groups, quantize_with_hessians
 from .layers import LayerPlan
-from .spec import fit_grid
-
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def gptq_rows(
@@ -107,35 +104,18 @@ def quantize_gptq(
             ``X^T X`` products in this precision (the official OBC code's
             ``inp.matmul(inp.t()).double()`` for float32); column updates run in float32.
     """
-    if precision not in _DTYPES:
-        raise ValueError(f"precision: expected 'float32' or 'float64', got {precision!r}")
-    dtype = _DTYPES[precision]
+    dtype = check_hessian_options(damp, precision)
     if not isinstance(blocksize, int) or blocksize < 1:
         raise ValueError(f"blocksize: expected an int >= 1, got {blocksize!r}")
-    if not (isinstance(damp, int | float) and damp >= 0):
-        raise ValueError(f"damp: expected a float >= 0, got {damp!r}")
 
     def layer_fn(lp: LayerPlan, w: torch.Tensor, h: torch.Tensor):
-        scale, zero = fit_grid(w, lp.spec)
-        g = h.shape[0]
-        per = w.shape[0] // g
-        q = torch.empty_like(w)
-        for k in range(g):
-            sl = slice(k * per, (k + 1) * per)
-            what = f"layer {lp.name!r}" + (f" group {k}" if g > 1 else "")
-            q[sl] = gptq_rows(
-                w[sl],
-                h[k],
-                scale[sl],
-                zero[sl],
-                lp.spec.maxq,
-                blocksize=blocksize,
-                actorder=actorder,
-                damp=damp,
-                dtype=dtype,
-                what=what,
-            )
-        return q, scale, zero
+        def rows(w_rows, h_group, scale, zero, what):
+            return gptq_rows(
+                w_rows, h_group, scale, zero, lp.spec.maxq, blocksize=blocksize,
+                actorder=actorder, damp=damp, dtype=dtype, what=what,
+            )  # fmt: skip
+
+        return quantize_groups(lp, w, h, rows)
 
     quantize_with_hessians(
         model,

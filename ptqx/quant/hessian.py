@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,7 @@ from torch import nn
 
 from .calib import CalibrationSet
 from .layers import LayerPlan, store_quantized, weight_rows
+from .spec import fit_grid
 
 # Unfolded rows per chunk (times C columns): bounds the float64 copy of a conv input and,
 # with float32 products, how many rows one float32 partial sum runs over.
@@ -29,6 +30,40 @@ _CHUNK_ELEMS = 1 << 24
 # Column block of the symmetric Gram product: above this width only the upper block
 # triangle is multiplied (about half the flops of a full X^T X) and mirrored.
 _GRAM_BLOCK = 512
+
+
+PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
+
+
+def check_hessian_options(damp: object, precision: object) -> torch.dtype:
+    """Validate the options GPTQ and OBC share; returns the compute dtype."""
+    if not (isinstance(damp, int | float) and damp >= 0):
+        raise ValueError(f"damp: expected a float >= 0, got {damp!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected 'float32' or 'float64', got {precision!r}")
+    return PRECISIONS[precision]
+
+
+GroupFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, str], torch.Tensor]
+
+
+def quantize_groups(lp: LayerPlan, w: torch.Tensor, h: torch.Tensor, quantize_rows: GroupFn):
+    """Fit the layer's grid, then quantize each conv group's rows with its own Hessian.
+
+    ``h`` is ``[groups, C, C]`` (one Hessian per conv group; 1 for Linear and ungrouped
+    convs); ``quantize_rows(w_rows, h_group, scale_rows, zero_rows, what)`` returns the
+    group's quantized rows, ``what`` names the layer/group for error messages.
+    Returns ``(q, scale, zero)`` as ``quantize_with_hessians`` expects from ``layer_fn``.
+    """
+    scale, zero = fit_grid(w, lp.spec)
+    groups = h.shape[0]
+    per = w.shape[0] // groups
+    q = torch.empty_like(w)
+    for k in range(groups):
+        rows = slice(k * per, (k + 1) * per)
+        what = f"layer {lp.name!r}" + (f" group {k}" if groups > 1 else "")
+        q[rows] = quantize_rows(w[rows], h[k], scale[rows], zero[rows], what)
+    return q, scale, zero
 
 
 def add_gram(acc: torch.Tensor, rows: torch.Tensor) -> None:

@@ -13,11 +13,8 @@ from ptqx import ops
 
 from .api import ProgressFn, register_quantizer
 from .calib import CalibrationSet
-from .hessian import invert_hessian, quantize_with_hessians
+from .hessian import check_hessian_options, invert_hessian, quantize_groups, quantize_with_hessians
 from .layers import LayerPlan
-from .spec import fit_grid
-
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @register_quantizer("obc", needs_calib=True)
@@ -45,25 +42,16 @@ def quantize_obc(
             ``X^T X`` products in this precision (the official code's
             ``inp.matmul(inp.t()).double()`` for float32).
     """
-    if not (isinstance(damp, int | float) and damp >= 0):
-        raise ValueError(f"damp: expected a float >= 0, got {damp!r}")
-    if precision not in _DTYPES:
-        raise ValueError(f"precision: expected 'float32' or 'float64', got {precision!r}")
-    dtype = _DTYPES[precision]
+    dtype = check_hessian_options(damp, precision)
 
     def layer_fn(lp: LayerPlan, w: torch.Tensor, h: torch.Tensor):
-        scale, zero = fit_grid(w, lp.spec)
-        g = h.shape[0]
-        per = w.shape[0] // g
-        q = torch.empty_like(w)
-        for k in range(g):
-            sl = slice(k * per, (k + 1) * per)
-            what = f"layer {lp.name!r}" + (f" group {k}" if g > 1 else "")
-            hinv = invert_hessian(h[k], damp=damp, what=what, dtype=dtype)
-            q[sl] = ops.obc_quantize_rows(
-                w[sl].to(dtype), hinv, scale[sl].contiguous(), zero[sl].contiguous(), lp.spec.maxq
+        def rows(w_rows, h_group, scale, zero, what):
+            hinv = invert_hessian(h_group, damp=damp, what=what, dtype=dtype)
+            return ops.obc_quantize_rows(
+                w_rows.to(dtype), hinv, scale.contiguous(), zero.contiguous(), lp.spec.maxq
             ).to(torch.float32)
-        return q, scale, zero
+
+        return quantize_groups(lp, w, h, rows)
 
     quantize_with_hessians(
         model,
