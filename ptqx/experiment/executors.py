@@ -71,6 +71,20 @@ class _Graph:
         return dropped
 
 
+def record_failure(
+    graph: _Graph, errors: dict[str, str], unit: Unit, message: str, on_event: EventFn
+) -> None:
+    """Report ``unit`` as failed (``message``) and every unit downstream of it as skipped.
+
+    Shared by every executor so a failure reads the same whatever ran the unit.
+    """
+    errors[unit.key] = message
+    on_event(unit, "failed", {"error": errors[unit.key]})
+    for d in graph.failed(unit.key):
+        errors[d.key] = f"skipped: upstream unit {unit.name} failed"
+        on_event(d, "skipped", {"error": errors[d.key]})
+
+
 class InProcessExecutor:
     """Runs units one after another in this process (the default)."""
 
@@ -87,11 +101,7 @@ class InProcessExecutor:
                 try:
                     info = run_unit(u, store_root)
                 except Exception as exc:  # noqa: BLE001  (a unit's failure must not stop the others)
-                    errors[u.key] = _error_text(exc)
-                    on_event(u, "failed", {"error": errors[u.key]})
-                    for d in graph.failed(u.key):
-                        errors[d.key] = f"skipped: upstream unit {u.name} failed"
-                        on_event(d, "skipped", {"error": errors[d.key]})
+                    record_failure(graph, errors, u, _error_text(exc), on_event)
                     continue
                 graph.finished(u.key)
                 on_event(u, "done", info)
@@ -146,11 +156,7 @@ class ProcessPoolExecutor:
                     try:
                         info = fut.result()
                     except Exception as exc:  # noqa: BLE001
-                        errors[u.key] = _error_text(exc)
-                        on_event(u, "failed", {"error": errors[u.key]})
-                        for d in graph.failed(u.key):
-                            errors[d.key] = f"skipped: upstream unit {u.name} failed"
-                            on_event(d, "skipped", {"error": errors[d.key]})
+                        record_failure(graph, errors, u, _error_text(exc), on_event)
                         continue
                     graph.finished(u.key)
                     on_event(u, "done", info)

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .executors import EventFn, _error_text, _Graph
+from .executors import EventFn, _error_text, _Graph, record_failure
 from .units import Unit, run_unit
 
 # ``pip install 'ptqx[ray]'`` installs this version (setup.py's "ray" extra).
@@ -287,11 +287,9 @@ class RayExecutor:
                     try:
                         info = ray.get(ref)
                     except Exception as exc:  # noqa: BLE001  (one failure must not stop the run)
-                        errors[key] = _task_error(exc, self.max_retries)
-                        on_event(u, "failed", {"error": errors[key]})
-                        for d in graph.failed(key):
-                            errors[d.key] = f"skipped: upstream unit {u.name} failed"
-                            on_event(d, "skipped", {"error": errors[d.key]})
+                        record_failure(
+                            graph, errors, u, _task_error(exc, self.max_retries), on_event
+                        )
                         continue
                     graph.finished(key)
                     on_event(u, "done", info)
