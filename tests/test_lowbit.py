@@ -94,6 +94,12 @@ LINEAR_CASES = [
     ((13,), 127, 255),
     ((64,), 70, 190),
     ((257,), 65, 130),
+    # GEMM path: several 256-column K blocks with a ragged last one, rows not a multiple
+    # of the 16-row panel, tokens not a multiple of the 6-token micro-tile, and more
+    # tokens than one 384-token M block.
+    ((3, 11), 33, 513),
+    ((40,), 37, 700),
+    ((400,), 20, 300),
     ((0,), 5, 20),
     ((4,), 0, 20),
     ((3,), 6, 0),

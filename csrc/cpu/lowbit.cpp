@@ -4,9 +4,10 @@
 // lowbit_linear picks one of two paths by batch size (tokens = x.numel() / C):
 // - few tokens: a GEMV that streams the packed bytes once per group of up to 8 tokens
 //   and unpacks in registers (memory-bound regime: 8-16x fewer weight bytes than fp32);
-// - many tokens: dequantize a block of rows into a small fp32 buffer that stays in
-//   cache and hand it to ATen's GEMM (compute-bound regime: same FLOPs as fp32, the
-//   weights are read from cache instead of DRAM).
+// - many tokens: a GEMM whose weight-panel packing step is the dequantization
+//   (csrc/include/ptqx/lowbit_gemm.h; compute-bound regime: same FLOPs as fp32, each
+//   weight unpacked once). Without AVX2 it falls back to dequantizing a block of rows
+//   into a small fp32 buffer that stays in cache and handing it to ATen's GEMM.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/aminmax.h>
@@ -23,17 +24,20 @@
 #include <vector>
 
 #include "ptqx/lowbit.h"
+#include "ptqx/lowbit_gemm.h"
 
 namespace ptqx {
 namespace {
 
-// Tokens from which the dequantize-to-cache + GEMM path beats the register GEMV
-// (measured on znver3, 2 threads: benchmarks/bench_lowbit.py). PTQX_LOWBIT_GEMM_MIN_TOKENS
-// overrides it (read once), for re-tuning on another CPU.
+// Tokens from which the packed GEMM (lowbit_gemm.h) beats the register GEMV: the GEMV
+// unpacks the weights once per group of up to 8 tokens, the GEMM once in all, so one
+// GEMV pass wins and two lose (measured on znver3, 2 threads, 512x4608 and 4096x4096:
+// benchmarks/RESULTS.md). PTQX_LOWBIT_GEMM_MIN_TOKENS overrides it (read once), for
+// re-tuning on another CPU.
 int64_t gemm_min_tokens() {
   static const int64_t v = [] {
     const char* e = std::getenv("PTQX_LOWBIT_GEMM_MIN_TOKENS");
-    return e ? std::max<int64_t>(1, std::atoll(e)) : int64_t{24};
+    return e ? std::max<int64_t>(1, std::atoll(e)) : int64_t{9};
   }();
   return v;
 }
@@ -155,6 +159,17 @@ at::Tensor lowbit_linear_cpu(const at::Tensor& x_, const at::Tensor& packed_, co
     return out.reshape(out_shape);
   }
 
+#ifdef PTQX_LOWBIT_AVX2
+  {
+    float* yp = out.mutable_data_ptr<float>();
+    const float* xptr = x.const_data_ptr<float>();
+    if (ibits == 2)
+      lowbit::gemm::gemm<2>(pp, rows, cols, sp, zp, bp, xptr, cols, ntok, yp, rows);
+    else
+      lowbit::gemm::gemm<4>(pp, rows, cols, sp, zp, bp, xptr, cols, ntok, yp, rows);
+    return out.reshape(out_shape);
+  }
+#endif
   const int64_t tile_rows =
       std::min<int64_t>(rows, std::max<int64_t>(16, kTileBytes / (4 * cpad) / 16 * 16));
   auto wt = at::empty({tile_rows, cpad}, x.options());
