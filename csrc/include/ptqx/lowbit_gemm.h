@@ -153,15 +153,17 @@ inline void pack_weight_panel(const uint8_t* packed, int64_t rb, int64_t n0, int
 
 // c[i*ldc + j] (i < mv tokens, j < nv rows) = (first ? bias[j] (or 0) : c[i*ldc + j])
 //                                            + sum_k a[k*6 + i] * b[k*16 + j].
-inline void micro_6x16(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int mv,
-                       int nv, bool first, const float* bias) {
+inline void micro_6x16(int64_t kc, const float* const* a, const float* b, float* c, int64_t ldc,
+                       int mv, int nv, bool first, const float* bias) {
+  const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
   __m256 acc[kMR][2];
   for (int i = 0; i < kMR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
 #pragma GCC unroll 4
   for (int64_t k = 0; k < kc; ++k) {
     const __m256 b0 = _mm256_loadu_ps(b + k * kNR), b1 = _mm256_loadu_ps(b + k * kNR + 8);
+    const float* ak[kMR] = {a0 + k, a1 + k, a2 + k, a3 + k, a4 + k, a5 + k};
     for (int i = 0; i < kMR; ++i) {
-      const __m256 av = _mm256_broadcast_ss(a + k * kMR + i);
+      const __m256 av = _mm256_broadcast_ss(ak[i]);
       acc[i][0] = _mm256_fmadd_ps(av, b0, acc[i][0]);
       acc[i][1] = _mm256_fmadd_ps(av, b1, acc[i][1]);
     }
@@ -200,12 +202,8 @@ inline void gemm(const uint8_t* packed, int64_t rows, int64_t cols, const float*
   // a whole pass of weight dequantization for a few tokens.
   const int64_t nmc = (m + kMaxMC - 1) / kMaxMC;
   const int64_t mc_step = ((m + nmc - 1) / nmc + kMR - 1) / kMR * kMR;
-  // Uninitialised on purpose (pack_x writes every float): a zero-filled std::vector would
-  // memset megabytes per call at large batches.
-  const std::unique_ptr<float[]> ap(new float[packed_x_floats(std::min(m, mc_step), kpad)]);
   for (int64_t m0 = 0; m0 < m; m0 += mc_step) {
     const int64_t mc = std::min(mc_step, m - m0), mpanels = (mc + kMR - 1) / kMR;
-    pack_x(x, ldx, m0, mc, cols, kpad, ap.get());
     float* yblock = y + m0 * ldy;
 #pragma omp parallel if (npanels > 1 && mc * rows * kpad > (int64_t{1} << 18))
     {
@@ -217,16 +215,19 @@ inline void gemm(const uint8_t* packed, int64_t rows, int64_t cols, const float*
 #endif
       alignas(64) float bp[kKC * kNR];
       for (int64_t k0 = 0; k0 < kpad; k0 += kKC) {
-        const int64_t kc = std::min(kKC, kpad - k0);
-        const float* apk = ap.get() + k0 * mpanels * kMR;
+        // Only real columns are summed: the panel's padding columns are never read.
+        const int64_t kc = std::min(kKC, kpad - k0), kreal = std::min(kc, cols - k0);
         for (int64_t p = p0; p < p1; ++p) {
           const int64_t n0 = p * kNR;
           const int nv = static_cast<int>(std::min<int64_t>(kNR, rows - n0));
           pack_weight_panel<BITS>(packed, rb, n0, nv, k0, kc, scale, zero, bp);
-          for (int64_t i = 0; i < mpanels; ++i)
-            micro_6x16(kc, apk + i * kc * kMR, bp, yblock + i * kMR * ldy + n0, ldy,
-                       static_cast<int>(std::min<int64_t>(kMR, mc - i * kMR)), nv, k0 == 0,
+          for (int64_t i = 0; i < mpanels; ++i) {
+            const int mv = static_cast<int>(std::min<int64_t>(kMR, mc - i * kMR));
+            const float* a[kMR];
+            for (int t = 0; t < kMR; ++t) a[t] = x + (m0 + i * kMR + std::min(t, mv - 1)) * ldx + k0;
+            micro_6x16(kreal, a, bp, yblock + i * kMR * ldy + n0, ldy, mv, nv, k0 == 0,
                        bias ? bias + n0 : nullptr);
+          }
         }
       }
     }
