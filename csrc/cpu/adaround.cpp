@@ -5,29 +5,20 @@
 #include <c10/core/ScalarType.h>
 #include <torch/library.h>
 
-#include <cmath>
-
 #include "ptqx/adaround.h"
+#include "ptqx/bindings/adaround_checks.h"
 
 namespace ptqx {
 namespace {
 
 void check_args(const at::Tensor& w_floor, const at::Tensor& alpha, const at::Tensor& scale,
                 const at::Tensor& zero, int64_t maxq, double beta) {
-  TORCH_CHECK(alpha.scalar_type() == at::kFloat || alpha.scalar_type() == at::kDouble,
-              "alpha: expected float32 or float64, got ", alpha.scalar_type());
-  TORCH_CHECK(alpha.dim() >= 1, "alpha: expected at least 1 dimension");
+  bindings::check_alpha(alpha);
   TORCH_CHECK(w_floor.scalar_type() == alpha.scalar_type(), "w_floor: expected dtype ", alpha.scalar_type(),
               " (that of alpha), got ", w_floor.scalar_type());
   TORCH_CHECK(w_floor.sizes() == alpha.sizes(), "w_floor: expected shape ", alpha.sizes(), ", got ",
               w_floor.sizes());
-  TORCH_CHECK(scale.scalar_type() == at::kFloat && zero.scalar_type() == at::kFloat,
-              "scale/zero: expected float32");
-  TORCH_CHECK(scale.numel() == alpha.size(0) && zero.numel() == alpha.size(0), "scale/zero: expected ",
-              alpha.size(0), " entries (one per output channel)");
-  TORCH_CHECK(maxq >= 1 && maxq <= 255, "maxq: expected [1, 255], got ", maxq);
-  TORCH_CHECK(std::isfinite(beta) && (beta == 0.0 || beta >= 1.0), "beta: expected 0 or a finite value >= 1, got ",
-              beta);
+  bindings::check_grid_and_beta(alpha, scale, zero, maxq, beta);
 }
 
 std::tuple<at::Tensor, at::Tensor> adaround_forward_cpu(const at::Tensor& w_floor_, const at::Tensor& alpha_,
@@ -62,7 +53,7 @@ at::Tensor adaround_backward_cpu(const at::Tensor& grad_w_, const at::Tensor& gr
   TORCH_CHECK(grad_w_.scalar_type() == alpha_.scalar_type() && grad_w_.sizes() == alpha_.sizes(),
               "grad_w: expected dtype ", alpha_.scalar_type(), " and shape ", alpha_.sizes(), ", got ",
               grad_w_.scalar_type(), " ", grad_w_.sizes());
-  TORCH_CHECK(grad_reg.numel() == 1, "grad_reg: expected one element, got ", grad_reg.numel());
+  bindings::check_grad_reg(grad_reg);
   auto grad_w = grad_w_.contiguous();
   auto w_floor = w_floor_.contiguous();
   auto alpha = alpha_.contiguous();

@@ -5,29 +5,18 @@
 #include <c10/core/ScalarType.h>
 #include <torch/library.h>
 
-#include <cmath>
 #include <tuple>
 
+#include "ptqx/bindings/grid_checks.h"
 #include "ptqx/grid.h"
 #include "ptqx/grid_search.h"
 
 namespace ptqx {
 namespace {
 
-void check_wsz(const at::Tensor& w, const at::Tensor& scale, const at::Tensor& zero, int64_t maxq) {
-  TORCH_CHECK(w.scalar_type() == at::kFloat || w.scalar_type() == at::kDouble,
-              "w: expected float32 or float64, got ", w.scalar_type());
-  TORCH_CHECK(w.dim() >= 1, "w: expected at least 1 dimension");
-  TORCH_CHECK(scale.scalar_type() == at::kFloat && zero.scalar_type() == at::kFloat,
-              "scale/zero: expected float32");
-  TORCH_CHECK(scale.numel() == w.size(0) && zero.numel() == w.size(0),
-              "scale/zero: expected ", w.size(0), " entries (one per output channel)");
-  TORCH_CHECK(maxq >= 1 && maxq <= 255, "maxq: expected [1, 255], got ", maxq);
-}
-
 at::Tensor fake_quant_cpu(const at::Tensor& w_, const at::Tensor& scale_, const at::Tensor& zero_,
                           int64_t maxq) {
-  check_wsz(w_, scale_, zero_, maxq);
+  bindings::check_wsz(w_, scale_, zero_, maxq);
   auto w = w_.contiguous();
   auto scale = scale_.contiguous();
   auto zero = zero_.contiguous();
@@ -48,7 +37,7 @@ at::Tensor fake_quant_cpu(const at::Tensor& w_, const at::Tensor& scale_, const 
 
 at::Tensor quantize_codes_cpu(const at::Tensor& w_, const at::Tensor& scale_,
                               const at::Tensor& zero_, int64_t maxq) {
-  check_wsz(w_, scale_, zero_, maxq);
+  bindings::check_wsz(w_, scale_, zero_, maxq);
   auto w = w_.contiguous();
   auto scale = scale_.contiguous();
   auto zero = zero_.contiguous();
@@ -70,13 +59,7 @@ at::Tensor quantize_codes_cpu(const at::Tensor& w_, const at::Tensor& scale_,
 std::tuple<at::Tensor, at::Tensor> grid_search_cpu(const at::Tensor& w_, int64_t maxq, bool symmetric,
                                                    bool include_zero, double norm, int64_t grid,
                                                    int64_t steps) {
-  TORCH_CHECK(w_.scalar_type() == at::kFloat || w_.scalar_type() == at::kDouble,
-              "w: expected float32 or float64, got ", w_.scalar_type());
-  TORCH_CHECK(w_.dim() >= 1, "w: expected at least 1 dimension");
-  TORCH_CHECK(maxq >= 1 && maxq <= 255, "maxq: expected [1, 255], got ", maxq);
-  TORCH_CHECK(grid >= 1, "grid: expected >= 1, got ", grid);
-  TORCH_CHECK(steps >= 1 && steps <= grid, "steps: expected [1, grid=", grid, "], got ", steps);
-  TORCH_CHECK(norm > 0 && std::isfinite(norm), "norm: expected a finite value > 0, got ", norm);
+  bindings::check_grid_search(w_, maxq, norm, grid, steps);
   auto w = w_.contiguous();
   const int64_t rows = w.size(0);
   const int64_t cols = rows ? w.numel() / rows : 0;

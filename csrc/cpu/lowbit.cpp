@@ -10,7 +10,6 @@
 //   into a small fp32 buffer that stays in cache and handing it to ATen's GEMM.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/addmm.h>
-#include <ATen/ops/aminmax.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
@@ -23,6 +22,7 @@
 #include <cstdlib>
 #include <vector>
 
+#include "ptqx/bindings/lowbit_checks.h"
 #include "ptqx/lowbit.h"
 #include "ptqx/lowbit_gemm.h"
 
@@ -46,25 +46,14 @@ int64_t gemm_min_tokens() {
 // the two parallel regions per block (dequantize, GEMM) are few.
 constexpr int64_t kTileBytes = 4 << 20;
 
-void check_bits(int64_t bits) {
-  TORCH_CHECK(bits == 2 || bits == 4, "bits: expected 2 or 4 (ternary codes use 2), got ", bits);
-}
-
 at::Tensor pack_weights_cpu(const at::Tensor& codes_, int64_t bits) {
-  check_bits(bits);
-  TORCH_CHECK(codes_.dim() == 2, "codes: expected 2 dimensions [R, C], got ", codes_.sizes());
-  const auto st = codes_.scalar_type();
-  TORCH_CHECK(st == at::kByte || st == at::kChar || st == at::kShort || st == at::kInt || st == at::kLong,
-              "codes: expected an integer dtype, got ", st);
+  bindings::check_bits(bits);
+  bindings::check_codes(codes_);
   const int64_t maxq = (int64_t{1} << bits) - 1;
   at::Tensor codes = codes_;
-  if (st != at::kByte) {
-    if (codes.numel()) {
-      auto [lo, hi] = at::aminmax(codes);
-      const int64_t l = lo.item<int64_t>(), h = hi.item<int64_t>();
-      TORCH_CHECK(l >= 0 && h <= maxq, "codes: values must lie in [0, ", maxq, "] for bits=", bits,
-                  ", got range [", l, ", ", h, "]");
-    }
+  // uint8 codes skip the reduction: the packer counts the ones above maxq as it goes.
+  if (codes.scalar_type() != at::kByte) {
+    bindings::check_codes_range(codes, bits);
     codes = codes.to(at::kByte);
   }
   codes = codes.contiguous();
@@ -77,18 +66,10 @@ at::Tensor pack_weights_cpu(const at::Tensor& codes_, int64_t bits) {
   return out;
 }
 
-void check_packed(const at::Tensor& packed, int64_t bits, int64_t cols) {
-  TORCH_CHECK(packed.scalar_type() == at::kByte, "packed: expected uint8, got ", packed.scalar_type());
-  TORCH_CHECK(packed.dim() == 2, "packed: expected 2 dimensions, got ", packed.sizes());
-  const int64_t want = lowbit::row_bytes(cols, static_cast<int>(bits));
-  TORCH_CHECK(packed.size(1) == want, "packed: expected ", want, " bytes per row for ", cols,
-              " columns at ", bits, " bits, got shape ", packed.sizes());
-}
-
 at::Tensor unpack_weights_cpu(const at::Tensor& packed_, int64_t bits, int64_t cols) {
-  check_bits(bits);
+  bindings::check_bits(bits);
   TORCH_CHECK(cols >= 0, "cols: expected >= 0, got ", cols);
-  check_packed(packed_, bits, cols);
+  bindings::check_packed(packed_, bits, cols);
   auto packed = packed_.contiguous();
   const int64_t rows = packed.size(0);
   auto out = at::empty({rows, cols}, packed.options());
@@ -99,11 +80,10 @@ at::Tensor unpack_weights_cpu(const at::Tensor& packed_, int64_t bits, int64_t c
 
 at::Tensor lowbit_linear_cpu(const at::Tensor& x_, const at::Tensor& packed_, const at::Tensor& scale_,
                              const at::Tensor& zero_, int64_t bits, const std::optional<at::Tensor>& bias_) {
-  check_bits(bits);
-  TORCH_CHECK(x_.scalar_type() == at::kFloat, "x: expected float32, got ", x_.scalar_type());
-  TORCH_CHECK(x_.dim() >= 1, "x: expected at least 1 dimension");
+  bindings::check_bits(bits);
+  bindings::check_linear_input(x_);
   const int64_t cols = x_.size(-1);
-  check_packed(packed_, bits, cols);
+  bindings::check_packed(packed_, bits, cols);
   const int64_t rows = packed_.size(0);
   TORCH_CHECK(scale_.scalar_type() == at::kFloat && scale_.dim() == 1 && scale_.size(0) == rows,
               "scale: expected float32 [", rows, "], got ", scale_.scalar_type(), " ", scale_.sizes());

@@ -8,36 +8,16 @@
 
 #include <tuple>
 
+#include "ptqx/bindings/obc_checks.h"
 #include "ptqx/obc.h"
 
 namespace ptqx {
 namespace {
 
-// Checks repeated from the Python wrapper (which also checks values: finiteness, the
-// diagonal of hinv, symmetry), so direct torch.ops calls fail clearly too.
-void check_obc(const at::Tensor& weight, const at::Tensor& hinv, const at::Tensor& scale,
-               const at::Tensor& zero, int64_t maxq) {
-  TORCH_CHECK(weight.scalar_type() == at::kFloat || weight.scalar_type() == at::kDouble,
-              "weight: expected float32 or float64, got ", weight.scalar_type());
-  TORCH_CHECK(hinv.scalar_type() == at::kFloat || hinv.scalar_type() == at::kDouble,
-              "hinv: expected float32 or float64, got ", hinv.scalar_type());
-  TORCH_CHECK(weight.dim() == 2, "weight: expected shape [R, C], got ", weight.sizes());
-  const int64_t rows = weight.size(0), cols = weight.size(1);
-  TORCH_CHECK(hinv.dim() == 2 && hinv.size(0) == cols && hinv.size(1) == cols,
-              "hinv: expected shape [", cols, ", ", cols, "], got ", hinv.sizes());
-  TORCH_CHECK(scale.scalar_type() == at::kFloat && zero.scalar_type() == at::kFloat,
-              "scale/zero: expected float32");
-  TORCH_CHECK(scale.dim() == 1 && scale.numel() == rows, "scale: expected shape [", rows,
-              "], got ", scale.sizes());
-  TORCH_CHECK(zero.dim() == 1 && zero.numel() == rows, "zero: expected shape [", rows,
-              "], got ", zero.sizes());
-  TORCH_CHECK(maxq >= 1 && maxq <= 255, "maxq: expected [1, 255], got ", maxq);
-}
-
 std::tuple<at::Tensor, at::Tensor> run(const at::Tensor& weight_, const at::Tensor& hinv_,
                                        const at::Tensor& scale_, const at::Tensor& zero_,
                                        int64_t maxq, bool with_order) {
-  check_obc(weight_, hinv_, scale_, zero_, maxq);
+  bindings::check_obc(weight_, hinv_, scale_, zero_, maxq);
   // Compute in the wider dtype (reference.obc_compute_dtype), return in weight's.
   const auto dtype = c10::promoteTypes(weight_.scalar_type(), hinv_.scalar_type());
   auto weight = weight_.to(dtype).contiguous();

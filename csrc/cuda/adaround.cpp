@@ -6,8 +6,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include <cmath>
-
+#include "ptqx/bindings/adaround_checks.h"
 #include "ptqx/cuda/adaround.h"
 
 namespace ptqx {
@@ -17,18 +16,10 @@ void check_cuda_args(const at::Tensor& w_floor, const at::Tensor& alpha, const a
                      const at::Tensor& zero, int64_t maxq, double beta) {
   TORCH_CHECK(alpha.is_cuda() && w_floor.is_cuda() && scale.is_cuda() && zero.is_cuda(),
               "w_floor/alpha/scale/zero: expected CUDA tensors");
-  TORCH_CHECK(alpha.scalar_type() == at::kFloat || alpha.scalar_type() == at::kDouble,
-              "alpha: expected float32 or float64, got ", alpha.scalar_type());
-  TORCH_CHECK(alpha.dim() >= 1, "alpha: expected at least 1 dimension");
+  bindings::check_alpha(alpha);
   TORCH_CHECK(w_floor.scalar_type() == alpha.scalar_type() && w_floor.sizes() == alpha.sizes(),
               "w_floor: expected the dtype and shape of alpha");
-  TORCH_CHECK(scale.scalar_type() == at::kFloat && zero.scalar_type() == at::kFloat,
-              "scale/zero: expected float32");
-  TORCH_CHECK(scale.numel() == alpha.size(0) && zero.numel() == alpha.size(0), "scale/zero: expected ",
-              alpha.size(0), " entries (one per output channel)");
-  TORCH_CHECK(maxq >= 1 && maxq <= 255, "maxq: expected [1, 255], got ", maxq);
-  TORCH_CHECK(std::isfinite(beta) && (beta == 0.0 || beta >= 1.0), "beta: expected 0 or a finite value >= 1, got ",
-              beta);
+  bindings::check_grid_and_beta(alpha, scale, zero, maxq, beta);
 }
 
 std::tuple<at::Tensor, at::Tensor> adaround_forward_cuda(const at::Tensor& w_floor_, const at::Tensor& alpha_,
@@ -67,7 +58,7 @@ at::Tensor adaround_backward_cuda(const at::Tensor& grad_w_, const at::Tensor& g
   check_cuda_args(w_floor_, alpha_, scale_, zero_, maxq, beta);
   TORCH_CHECK(grad_w_.is_cuda() && grad_w_.scalar_type() == alpha_.scalar_type() && grad_w_.sizes() == alpha_.sizes(),
               "grad_w: expected a CUDA tensor with the dtype and shape of alpha");
-  TORCH_CHECK(grad_reg_.numel() == 1, "grad_reg: expected one element, got ", grad_reg_.numel());
+  bindings::check_grad_reg(grad_reg_);
   c10::cuda::CUDAGuard guard(alpha_.device());
   auto grad_w = grad_w_.contiguous(), w_floor = w_floor_.contiguous(), alpha = alpha_.contiguous();
   auto scale = scale_.contiguous(), zero = zero_.contiguous();

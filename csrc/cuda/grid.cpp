@@ -6,9 +6,9 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include <cmath>
 #include <tuple>
 
+#include "ptqx/bindings/grid_checks.h"
 #include "ptqx/cuda/grid.h"
 #include "ptqx/cuda/launch.h"
 
@@ -17,14 +17,7 @@ namespace {
 
 void check_cuda_wsz(const at::Tensor& w, const at::Tensor& scale, const at::Tensor& zero, int64_t maxq) {
   TORCH_CHECK(w.is_cuda() && scale.is_cuda() && zero.is_cuda(), "w/scale/zero: expected CUDA tensors");
-  TORCH_CHECK(w.scalar_type() == at::kFloat || w.scalar_type() == at::kDouble,
-              "w: expected float32 or float64, got ", w.scalar_type());
-  TORCH_CHECK(w.dim() >= 1, "w: expected at least 1 dimension");
-  TORCH_CHECK(scale.scalar_type() == at::kFloat && zero.scalar_type() == at::kFloat,
-              "scale/zero: expected float32");
-  TORCH_CHECK(scale.numel() == w.size(0) && zero.numel() == w.size(0),
-              "scale/zero: expected ", w.size(0), " entries (one per output channel)");
-  TORCH_CHECK(maxq >= 1 && maxq <= 255, "maxq: expected [1, 255], got ", maxq);
+  bindings::check_wsz(w, scale, zero, maxq);
 }
 
 at::Tensor fake_quant_cuda(const at::Tensor& w_, const at::Tensor& scale_, const at::Tensor& zero_,
@@ -75,13 +68,7 @@ std::tuple<at::Tensor, at::Tensor> grid_search_cuda(const at::Tensor& w_, int64_
                                                     bool include_zero, double norm, int64_t grid,
                                                     int64_t steps) {
   TORCH_CHECK(w_.is_cuda(), "w: expected a CUDA tensor");
-  TORCH_CHECK(w_.scalar_type() == at::kFloat || w_.scalar_type() == at::kDouble,
-              "w: expected float32 or float64, got ", w_.scalar_type());
-  TORCH_CHECK(w_.dim() >= 1, "w: expected at least 1 dimension");
-  TORCH_CHECK(maxq >= 1 && maxq <= 255, "maxq: expected [1, 255], got ", maxq);
-  TORCH_CHECK(grid >= 1, "grid: expected >= 1, got ", grid);
-  TORCH_CHECK(steps >= 1 && steps <= grid, "steps: expected [1, grid=", grid, "], got ", steps);
-  TORCH_CHECK(norm > 0 && std::isfinite(norm), "norm: expected a finite value > 0, got ", norm);
+  bindings::check_grid_search(w_, maxq, norm, grid, steps);
   c10::cuda::CUDAGuard guard(w_.device());
   auto w = w_.contiguous();
   const int64_t rows = w.size(0), cols = rows ? w.numel() / rows : 0;

@@ -9,6 +9,7 @@
 
 #include <tuple>
 
+#include "ptqx/bindings/lira_checks.h"
 #include "ptqx/cuda/lira.h"
 
 namespace ptqx {
@@ -16,12 +17,7 @@ namespace {
 
 std::tuple<at::Tensor, at::Tensor> lira_loo_stats_cuda_op(const at::Tensor& ref_, const at::Tensor& keep_) {
   TORCH_CHECK(ref_.is_cuda() && keep_.is_cuda(), "ref_scores/keep: expected CUDA tensors");
-  TORCH_CHECK(ref_.scalar_type() == at::kFloat || ref_.scalar_type() == at::kDouble,
-              "ref_scores: expected float32 or float64, got ", ref_.scalar_type());
-  TORCH_CHECK(ref_.dim() == 3, "ref_scores: expected shape [N, M, V], got ", ref_.sizes());
-  TORCH_CHECK(keep_.scalar_type() == at::kBool, "keep: expected bool, got ", keep_.scalar_type());
-  TORCH_CHECK(keep_.dim() == 2 && keep_.size(0) == ref_.size(0) && keep_.size(1) == ref_.size(1),
-              "keep: expected shape [", ref_.size(0), ", ", ref_.size(1), "], got ", keep_.sizes());
+  bindings::check_loo_stats(ref_, keep_);
   TORCH_CHECK(ref_.size(0) <= cuda::kLiraMaxModels, "ref_scores: the CUDA kernel handles at most ",
               cuda::kLiraMaxModels, " models (dim 0), got ", ref_.size(0));
   c10::cuda::CUDAGuard guard(ref_.device());

@@ -1,6 +1,5 @@
 // CUDA bindings for packed low-bit weights: check, pick the stream, call the launcher.
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/aminmax.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -11,27 +10,16 @@
 #include <cstdint>
 #include <vector>
 
+#include "ptqx/bindings/lowbit_checks.h"
 #include "ptqx/cuda/lowbit.h"
+#include "ptqx/lowbit.h"  // lowbit::row_bytes: the packed layout the CUDA kernels share
 
 namespace ptqx {
 namespace {
 
-int64_t packed_row_bytes(int64_t cols, int64_t bits) {
-  const int64_t per = 256 / bits;
-  return 32 * ((cols + per - 1) / per);
-}
-
-void check_bits(int64_t bits) {
-  TORCH_CHECK(bits == 2 || bits == 4, "bits: expected 2 or 4 (ternary codes use 2), got ", bits);
-}
-
-void check_packed(const at::Tensor& packed, int64_t bits, int64_t cols) {
+void check_cuda_packed(const at::Tensor& packed, int64_t bits, int64_t cols) {
   TORCH_CHECK(packed.is_cuda(), "packed: expected a CUDA tensor");
-  TORCH_CHECK(packed.scalar_type() == at::kByte, "packed: expected uint8, got ", packed.scalar_type());
-  TORCH_CHECK(packed.dim() == 2, "packed: expected 2 dimensions, got ", packed.sizes());
-  const int64_t want = packed_row_bytes(cols, bits);
-  TORCH_CHECK(packed.size(1) == want, "packed: expected ", want, " bytes per row for ", cols,
-              " columns at ", bits, " bits, got shape ", packed.sizes());
+  bindings::check_packed(packed, bits, cols);
 }
 
 // The kernels read whole 32-bit words: make sure the base is 4-byte aligned.
@@ -42,23 +30,14 @@ at::Tensor aligned_contiguous(const at::Tensor& t) {
 }
 
 at::Tensor pack_weights_cuda(const at::Tensor& codes_, int64_t bits) {
-  check_bits(bits);
+  bindings::check_bits(bits);
   TORCH_CHECK(codes_.is_cuda(), "codes: expected a CUDA tensor");
-  TORCH_CHECK(codes_.dim() == 2, "codes: expected 2 dimensions [R, C], got ", codes_.sizes());
-  const auto st = codes_.scalar_type();
-  TORCH_CHECK(st == at::kByte || st == at::kChar || st == at::kShort || st == at::kInt || st == at::kLong,
-              "codes: expected an integer dtype, got ", st);
+  bindings::check_codes(codes_);
   c10::cuda::CUDAGuard guard(codes_.device());
-  const int64_t maxq = (int64_t{1} << bits) - 1;
-  if (codes_.numel()) {
-    auto [lo, hi] = at::aminmax(codes_);
-    const int64_t l = lo.item<int64_t>(), h = hi.item<int64_t>();
-    TORCH_CHECK(l >= 0 && h <= maxq, "codes: values must lie in [0, ", maxq, "] for bits=", bits,
-                ", got range [", l, ", ", h, "]");
-  }
+  bindings::check_codes_range(codes_, bits);
   auto codes = codes_.to(at::kByte).contiguous();
   const int64_t rows = codes.size(0), cols = codes.size(1);
-  auto out = at::empty({rows, packed_row_bytes(cols, bits)}, codes.options());
+  auto out = at::empty({rows, lowbit::row_bytes(cols, int(bits))}, codes.options());
   auto err = cuda::lowbit_pack(codes.const_data_ptr<uint8_t>(), rows, cols, int(bits),
                                out.mutable_data_ptr<uint8_t>(), c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(err == cudaSuccess, "pack_weights: CUDA launch failed: ", cudaGetErrorString(err));
@@ -66,9 +45,9 @@ at::Tensor pack_weights_cuda(const at::Tensor& codes_, int64_t bits) {
 }
 
 at::Tensor unpack_weights_cuda(const at::Tensor& packed_, int64_t bits, int64_t cols) {
-  check_bits(bits);
+  bindings::check_bits(bits);
   TORCH_CHECK(cols >= 0, "cols: expected >= 0, got ", cols);
-  check_packed(packed_, bits, cols);
+  check_cuda_packed(packed_, bits, cols);
   c10::cuda::CUDAGuard guard(packed_.device());
   auto packed = aligned_contiguous(packed_);
   const int64_t rows = packed.size(0);
@@ -81,12 +60,11 @@ at::Tensor unpack_weights_cuda(const at::Tensor& packed_, int64_t bits, int64_t 
 
 at::Tensor lowbit_linear_cuda(const at::Tensor& x_, const at::Tensor& packed_, const at::Tensor& scale_,
                               const at::Tensor& zero_, int64_t bits, const std::optional<at::Tensor>& bias_) {
-  check_bits(bits);
+  bindings::check_bits(bits);
   TORCH_CHECK(x_.is_cuda(), "x: expected a CUDA tensor");
-  TORCH_CHECK(x_.scalar_type() == at::kFloat, "x: expected float32, got ", x_.scalar_type());
-  TORCH_CHECK(x_.dim() >= 1, "x: expected at least 1 dimension");
+  bindings::check_linear_input(x_);
   const int64_t cols = x_.size(-1);
-  check_packed(packed_, bits, cols);
+  check_cuda_packed(packed_, bits, cols);
   TORCH_CHECK(packed_.device() == x_.device(), "packed: expected a tensor on ", x_.device());
   const int64_t rows = packed_.size(0);
   TORCH_CHECK(scale_.device() == x_.device() && scale_.scalar_type() == at::kFloat && scale_.dim() == 1 &&

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <tuple>
 
+#include "ptqx/bindings/obc_checks.h"
 #include "ptqx/cuda/obc.h"
 
 namespace ptqx {
@@ -21,21 +22,8 @@ std::tuple<at::Tensor, at::Tensor> run_cuda(const at::Tensor& weight_, const at:
                                             int64_t maxq, bool with_order) {
   TORCH_CHECK(weight_.is_cuda() && hinv_.is_cuda() && scale_.is_cuda() && zero_.is_cuda(),
               "weight/hinv/scale/zero: expected CUDA tensors on one device");
-  TORCH_CHECK(weight_.scalar_type() == at::kFloat || weight_.scalar_type() == at::kDouble,
-              "weight: expected float32 or float64, got ", weight_.scalar_type());
-  TORCH_CHECK(hinv_.scalar_type() == at::kFloat || hinv_.scalar_type() == at::kDouble,
-              "hinv: expected float32 or float64, got ", hinv_.scalar_type());
-  TORCH_CHECK(weight_.dim() == 2, "weight: expected shape [R, C], got ", weight_.sizes());
+  bindings::check_obc(weight_, hinv_, scale_, zero_, maxq);
   const int64_t rows = weight_.size(0), cols = weight_.size(1);
-  TORCH_CHECK(hinv_.dim() == 2 && hinv_.size(0) == cols && hinv_.size(1) == cols,
-              "hinv: expected shape [", cols, ", ", cols, "], got ", hinv_.sizes());
-  TORCH_CHECK(scale_.scalar_type() == at::kFloat && zero_.scalar_type() == at::kFloat,
-              "scale/zero: expected float32");
-  TORCH_CHECK(scale_.dim() == 1 && scale_.numel() == rows, "scale: expected shape [", rows,
-              "], got ", scale_.sizes());
-  TORCH_CHECK(zero_.dim() == 1 && zero_.numel() == rows, "zero: expected shape [", rows,
-              "], got ", zero_.sizes());
-  TORCH_CHECK(maxq >= 1 && maxq <= 255, "maxq: expected [1, 255], got ", maxq);
   c10::cuda::CUDAGuard guard(weight_.device());
 
   const auto dtype = c10::promoteTypes(weight_.scalar_type(), hinv_.scalar_type());

@@ -5,6 +5,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "ptqx/bindings/scores_checks.h"
 #include "ptqx/cuda/scores.h"
 
 namespace ptqx {
@@ -14,23 +15,8 @@ at::Tensor logit_scores_cuda(const at::Tensor& logits_, const at::Tensor& labels
   TORCH_CHECK(logits_.is_cuda() && labels_.is_cuda(), "logits/labels: expected CUDA tensors");
   TORCH_CHECK(logits_.device() == labels_.device(), "labels: expected a tensor on ",
               logits_.device(), ", got one on ", labels_.device());
-  LogitDtype dt;
-  switch (logits_.scalar_type()) {
-    case at::kFloat: dt = LogitDtype::F32; break;
-    case at::kDouble: dt = LogitDtype::F64; break;
-    case at::kHalf: dt = LogitDtype::F16; break;
-    case at::kBFloat16: dt = LogitDtype::BF16; break;
-    default:
-      TORCH_CHECK(false, "logits: expected float16, bfloat16, float32 or float64, got ",
-                  logits_.scalar_type());
-  }
-  TORCH_CHECK(logits_.dim() >= 1, "logits: expected at least 1 dimension (classes last)");
+  const LogitDtype dt = bindings::check_logit_scores(logits_, labels_);
   const int64_t K = logits_.size(-1);
-  TORCH_CHECK(K >= 2, "logits: need at least 2 classes in the last dimension, got ", K);
-  TORCH_CHECK(labels_.scalar_type() == at::kLong, "labels: expected int64, got ", labels_.scalar_type());
-  TORCH_CHECK(labels_.sizes() == logits_.sizes().slice(0, logits_.dim() - 1), "labels: expected shape ",
-              logits_.sizes().slice(0, logits_.dim() - 1), " (logits without its class dim), got ",
-              labels_.sizes());
   c10::cuda::CUDAGuard guard(logits_.device());
   auto logits = logits_.contiguous();
   auto labels = labels_.contiguous();

@@ -1,0 +1,57 @@
+// Argument checks of the packed low-bit ops that do not depend on the device, shared by
+// the CPU (csrc/cpu/lowbit.cpp) and CUDA (csrc/cuda/lowbit.cpp) bindings; the CUDA
+// binding adds its device checks (CUDA tensors, one device). The checks on scale, zero
+// and bias stay in each binding: their messages differ (the CUDA ones name the device,
+// the CPU ones what they got; only the CPU one checks finiteness). ATen-dependent:
+// bindings only.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/aminmax.h>
+#include <c10/core/ScalarType.h>
+#include <c10/util/Exception.h>
+
+#include <cstdint>
+
+#include "ptqx/lowbit.h"  // the packed layout (lowbit::row_bytes), shared with the CUDA kernels
+
+namespace ptqx::bindings {
+
+inline void check_bits(int64_t bits) {
+  TORCH_CHECK(bits == 2 || bits == 4, "bits: expected 2 or 4 (ternary codes use 2), got ", bits);
+}
+
+// codes: integer [R, C] (values checked by check_codes_range).
+inline void check_codes(const at::Tensor& codes) {
+  TORCH_CHECK(codes.dim() == 2, "codes: expected 2 dimensions [R, C], got ", codes.sizes());
+  const auto st = codes.scalar_type();
+  TORCH_CHECK(st == at::kByte || st == at::kChar || st == at::kShort || st == at::kInt || st == at::kLong,
+              "codes: expected an integer dtype, got ", st);
+}
+
+// Every code in [0, 2^bits - 1] (one reduction over codes; skipped when empty).
+inline void check_codes_range(const at::Tensor& codes, int64_t bits) {
+  if (!codes.numel()) return;
+  const int64_t maxq = (int64_t{1} << bits) - 1;
+  auto [lo, hi] = at::aminmax(codes);
+  const int64_t l = lo.item<int64_t>(), h = hi.item<int64_t>();
+  TORCH_CHECK(l >= 0 && h <= maxq, "codes: values must lie in [0, ", maxq, "] for bits=", bits,
+              ", got range [", l, ", ", h, "]");
+}
+
+// packed: uint8 [R, lowbit::row_bytes(cols, bits)].
+inline void check_packed(const at::Tensor& packed, int64_t bits, int64_t cols) {
+  TORCH_CHECK(packed.scalar_type() == at::kByte, "packed: expected uint8, got ", packed.scalar_type());
+  TORCH_CHECK(packed.dim() == 2, "packed: expected 2 dimensions, got ", packed.sizes());
+  const int64_t want = lowbit::row_bytes(cols, static_cast<int>(bits));
+  TORCH_CHECK(packed.size(1) == want, "packed: expected ", want, " bytes per row for ", cols,
+              " columns at ", bits, " bits, got shape ", packed.sizes());
+}
+
+// lowbit_linear's input: float32 [..., C].
+inline void check_linear_input(const at::Tensor& x) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat, "x: expected float32, got ", x.scalar_type());
+  TORCH_CHECK(x.dim() >= 1, "x: expected at least 1 dimension");
+}
+
+}  // namespace ptqx::bindings
