@@ -115,28 +115,6 @@ inline void accumulate(const T* vr, const T* vp, int64_t K,
 }
 #endif
 
-// out[r][c] = sum_p vr[r*K + p] * vp[p*NR + c] for r < kMR, c < NR.
-template <typename T>
-inline void tile_kernel(const T* vr, const T* vp, int64_t K, T* out) {
-  constexpr int NR = tile_cols<T>();
-#if defined(__AVX2__) && defined(__FMA__)
-  if constexpr (Simd<T>::L > 1) {
-    using S = Simd<T>;
-    typename S::V acc[kMR][kNV];
-    accumulate<T>(vr, vp, K, acc);
-    for (int r = 0; r < kMR; ++r)
-      for (int v = 0; v < kNV; ++v) S::store(out + r * NR + v * S::L, acc[r][v]);
-    return;
-  }
-#endif
-  for (int i = 0; i < kMR * NR; ++i) out[i] = T(0);
-  for (int64_t p = 0; p < K; ++p)
-    for (int r = 0; r < kMR; ++r) {
-      const T a = vr[r * K + p];
-      for (int c = 0; c < NR; ++c) out[r * NR + c] += a * vp[p * NR + c];
-    }
-}
-
 #if defined(__AVX2__) && defined(__FMA__)
 // Interior tile (entirely below the diagonal): A[i0+r][c0+c] -= acc, and the same values
 // stored transposed at A[c0+c][i0+r], 4 rows at a time after an in-register transpose.
@@ -166,33 +144,53 @@ inline void mirror_store(double* A, int64_t ld, int64_t i0, int64_t c0, const __
 }
 #endif
 
+// One register tile of the fold's SYRK: with P[r][c] = sum_p vr[r*K + p] * vp[p*NR + c],
+// A[i][j] -= P[i - i0][j - c0] for the tile's entries in the lower triangle of the block
+// (j <= i < m, j < jend), each mirrored to A[j][i]. Interior tiles (all entries there)
+// take the vector path: subtract in registers, mirror by an in-register transpose.
 template <typename T>
-inline void tile_interior(const T* vr, const T* vp, int64_t K, T* A, int64_t ld, int64_t i0,
-                          int64_t c0) {
+inline void fold_tile(const T* vr, const T* vp, int64_t K, T* A, int64_t ld, int64_t i0, int64_t c0,
+                      int64_t m, int64_t jend) {
   constexpr int NR = tile_cols<T>();
+  alignas(64) T out[kMR * NR];
 #if defined(__AVX2__) && defined(__FMA__)
   if constexpr (Simd<T>::L > 1) {
     using S = Simd<T>;
     typename S::V acc[kMR][kNV];
     accumulate<T>(vr, vp, K, acc);
-    for (int r = 0; r < kMR; ++r)
-      for (int v = 0; v < kNV; ++v) {
-        T* a = A + (i0 + r) * ld + c0 + v * S::L;
-        acc[r][v] = S::sub(S::load(a), acc[r][v]);
-        S::store(a, acc[r][v]);
-      }
-    mirror_store(A, ld, i0, c0, acc);
-    return;
-  }
-#endif
-  alignas(64) T out[kMR * NR];
-  tile_kernel<T>(vr, vp, K, out);
-  for (int r = 0; r < kMR; ++r)
-    for (int c = 0; c < NR; ++c) {
-      const T v = A[(i0 + r) * ld + c0 + c] - out[r * NR + c];
-      A[(i0 + r) * ld + c0 + c] = v;
-      A[(c0 + c) * ld + i0 + r] = v;
+    if (c0 + NR <= i0 && i0 + kMR <= m) {
+      for (int r = 0; r < kMR; ++r)
+        for (int v = 0; v < kNV; ++v) {
+          T* a = A + (i0 + r) * ld + c0 + v * S::L;
+          acc[r][v] = S::sub(S::load(a), acc[r][v]);
+          S::store(a, acc[r][v]);
+        }
+      mirror_store(A, ld, i0, c0, acc);
+      return;
     }
+    for (int r = 0; r < kMR; ++r)
+      for (int v = 0; v < kNV; ++v) S::store(out + r * NR + v * S::L, acc[r][v]);
+  } else
+#endif
+  {
+    for (int i = 0; i < kMR * NR; ++i) out[i] = T(0);
+    for (int64_t p = 0; p < K; ++p)
+      for (int r = 0; r < kMR; ++r) {
+        const T a = vr[r * K + p];
+        for (int c = 0; c < NR; ++c) out[r * NR + c] += a * vp[p * NR + c];
+      }
+  }
+  for (int r = 0; r < kMR; ++r) {
+    const int64_t i = i0 + r;
+    if (i >= m) break;
+    for (int c = 0; c < NR; ++c) {
+      const int64_t j = c0 + c;
+      if (j > i || j >= jend) break;
+      const T v = A[i * ld + j] - out[r * NR + c];
+      A[i * ld + j] = v;
+      A[j * ld + i] = v;
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -272,29 +270,12 @@ void fold(RowWorkspace<T>& ws, const T* src, int64_t m, int64_t K) {
   // 3. SYRK on the lower triangle, blocked over columns so a block's panels stay in L2;
   //    each finished tile is mirrored to the upper triangle.
   const int64_t KC = std::max<int64_t>(NR, (int64_t(96) * 1024 / int64_t(sizeof(T) * K)) / NR * NR);
-  alignas(64) T out[kMR * NR];
   for (int64_t jc = 0; jc < m; jc += KC) {
     const int64_t jend = std::min(m, jc + KC);
     for (int64_t i0 = jc / kMR * kMR; i0 < m; i0 += kMR) {
       const int64_t cend = std::min(jend, i0 + kMR);  // columns <= last row of the group
-      for (int64_t c0 = jc; c0 < cend; c0 += NR) {
-        if (c0 + NR <= i0 && i0 + kMR <= m) {
-          tile_interior<T>(vrow + i0 * K, vpk + c0 * K, K, A, C, i0, c0);
-        } else {
-          tile_kernel<T>(vrow + i0 * K, vpk + c0 * K, K, out);
-          for (int r = 0; r < kMR; ++r) {
-            const int64_t i = i0 + r;
-            if (i >= m) break;
-            for (int c = 0; c < NR; ++c) {
-              const int64_t j = c0 + c;
-              if (j > i || j >= jend) break;
-              const T v = A[i * C + j] - out[r * NR + c];
-              A[i * C + j] = v;
-              A[j * C + i] = v;
-            }
-          }
-        }
-      }
+      for (int64_t c0 = jc; c0 < cend; c0 += NR)
+        fold_tile<T>(vrow + i0 * K, vpk + c0 * K, K, A, C, i0, c0, m, jend);
     }
   }
 }
