@@ -13,9 +13,12 @@
 //
 // Blocking (znver3: 32 KiB L1d, 512 KiB L2 per core, 32 MiB L3):
 // - kKC = 256 columns per K block: a weight panel (256 x 16 floats = 16 KiB) stays in
-//   L1 while every 6-token micro-panel of x streams past it from L2;
-// - up to kMaxMC = 384 tokens per M block: the packed x block (<= 384 x 256 floats) fits
-//   L2, and each weight is dequantized once per M block (once in all for <= 384 tokens);
+//   L1 while the micro-kernel broadcasts x straight from six token rows (x is not
+//   copied into a packed layout: that transposing copy cost 13% of a 256-token call on
+//   the small CIFAR layers, more than the strided broadcasts do);
+// - up to kMaxMC = 384 tokens per M block: their K block of x (<= 384 x 256 floats)
+//   stays in L2 across all of a thread's panels, and each weight is dequantized once per
+//   M block (once in all for <= 384 tokens);
 // - threads own disjoint 16-row panels (output columns), so they never write the same
 //   cache line and need no barrier.
 // Rounding: each weight is the float scale * (code - zero), exactly the fake-quant value
@@ -46,11 +49,6 @@ inline int64_t padded_cols(int64_t cols, int bits) {
   return row_bytes(cols, bits) / kBlockBytes * codes_per_block(bits);
 }
 
-// Floats of the packed-x buffer for m tokens (pack_x's layout).
-inline int64_t packed_x_floats(int64_t m, int64_t kpad) {
-  return (m + kMR - 1) / kMR * kMR * kpad;
-}
-
 // In-register transpose of an 8x8 block of 32-bit words: t[r] lane l -> t[l] lane r.
 inline void transpose8(__m256i t[8]) {
   __m256i a[8], b[8];
@@ -68,44 +66,6 @@ inline void transpose8(__m256i t[8]) {
     t[i] = _mm256_permute2x128_si256(b[i], b[i + 4], 0x20);
     t[i + 4] = _mm256_permute2x128_si256(b[i], b[i + 4], 0x31);
   }
-}
-
-// Pack tokens [m0, m0 + mc) of x (row stride ldx, `cols` real columns) for the
-// micro-kernel: K block kb (columns [kb*kKC, ...)) starts at ap + kb*kKC*mcpad, and in
-// it 6-token micro-panel i holds kc rows of 6 floats (token-minor). Zero past the last
-// token and past the real columns, so padded weight columns (code 0 -> -zero*scale)
-// multiply zeros. Eight columns at a time it is an 8x8 transpose (6 token rows + 2 zero
-// rows) stored as 8 runs of 6 floats; a scalar copy was 13% of a 256-token call.
-inline void pack_x(const float* x, int64_t ldx, int64_t m0, int64_t mc, int64_t cols,
-                   int64_t kpad, float* ap) {
-  const int64_t mpanels = (mc + kMR - 1) / kMR, mcpad = mpanels * kMR;
-  const int64_t kblocks = (kpad + kKC - 1) / kKC;
-#pragma omp parallel for schedule(static) collapse(2) if (mc * kpad > 65536)
-  for (int64_t kb = 0; kb < kblocks; ++kb)
-    for (int64_t p = 0; p < mpanels; ++p) {
-      const int64_t k0 = kb * kKC, kc = std::min(kKC, kpad - k0);
-      const int nt = static_cast<int>(std::min<int64_t>(kMR, mc - p * kMR));
-      const int64_t real = std::clamp<int64_t>(cols - k0, 0, kc);
-      const float* src[kMR];
-      for (int i = 0; i < kMR; ++i) src[i] = x + (m0 + p * kMR + std::min(i, nt - 1)) * ldx + k0;
-      float* dst = ap + k0 * mcpad + p * kc * kMR;
-      const int64_t vec_end = real / 8 * 8;
-      for (int64_t k = 0; k < vec_end; k += 8) {
-        __m256i t[8];
-        for (int i = 0; i < kMR; ++i)
-          t[i] = i < nt ? _mm256_castps_si256(_mm256_loadu_ps(src[i] + k)) : _mm256_setzero_si256();
-        t[6] = t[7] = _mm256_setzero_si256();
-        transpose8(t);
-        for (int l = 0; l < 8; ++l) {
-          float* d = dst + (k + l) * kMR;
-          const __m256 v = _mm256_castsi256_ps(t[l]);
-          _mm_storeu_ps(d, _mm256_castps256_ps128(v));
-          _mm_storel_pi(reinterpret_cast<__m64*>(d + 4), _mm256_extractf128_ps(v, 1));
-        }
-      }
-      for (int64_t k = vec_end; k < kc; ++k)
-        for (int i = 0; i < kMR; ++i) dst[k * kMR + i] = (i < nt && k < real) ? src[i][k] : 0.f;
-    }
 }
 
 // Dequantize rows [n0, n0 + nv) (nv <= 16) x padded columns [k0, k0 + kc) into the
