@@ -183,3 +183,46 @@ def test_batched_bad_inputs():
         batched_logits(models, torch.zeros(1, 1, 8, 8), method="grouped")
     with pytest.raises(ValueError, match="chunk_size"):
         batched_logits(models, torch.zeros(1, 1, 8, 8), chunk_size=0)
+
+
+def _randomise_bn(model: nn.Module, seed: int) -> nn.Module:
+    # Non-trivial running statistics and affine parameters, so folding has work to do.
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.5)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.3)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    "arch,shape",
+    [("small_cnn", (1, 28, 28)), ("small_cnn", (1, 8, 8)), ("resnet18", (3, 32, 32))],
+    ids=["small_cnn-28", "small_cnn-8", "resnet18"],
+)
+def test_inference_form_same_function(arch, shape):
+    import copy
+
+    from ptqx.models import to_inference_form
+
+    c, h, w = shape
+    model = _randomise_bn(
+        build_model(arch, num_classes=10, in_channels=c, image_size=h, seed=3), seed=4
+    )
+    fc_before = model.fc.weight.detach().clone()
+    fast = to_inference_form(copy.deepcopy(model))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    assert not fast.training
+    # A layer that no BN follows keeps its weights bit for bit.
+    assert torch.equal(fast.fc.weight, fc_before)
+    x = torch.randn(17, c, h, w, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        want = model(x)
+        got = fast(x.contiguous(memory_format=torch.channels_last))
+        got_nchw = fast(x)
+    # Folding reassociates gamma / sqrt(var + eps) into the weights: float32 rounding only.
+    tol = 1e-5 * want.abs().max().item() + 1e-6
+    assert (got - want).abs().max().item() <= tol
+    assert (got_nchw - want).abs().max().item() <= tol

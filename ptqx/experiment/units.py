@@ -252,13 +252,16 @@ def _score_batch(n_models: int, image_elems: int) -> int:
 
 
 def _run_score(unit: Unit, inputs: dict[str, Any]):
+    from ptqx.models import to_inference_form
     from ptqx.ops import logit_scores
 
     from .registries import batched_logits
 
     ds, uidx = context_dataset(unit)
     device = unit.hints.get("device", "cpu")
-    models = [_load_model(unit, ds, inputs[k], device) for k in unit.deps]
+    # BN folded + channels_last: the same function up to float rounding, 1.3-1.55x faster.
+    models = [to_inference_form(_load_model(unit, ds, inputs[k], device)) for k in unit.deps]
+    cl = torch.channels_last
     n = len(models)
     n_views = unit.params["n_views"]
     xs = ds.x_train[torch.from_numpy(uidx)]
@@ -271,11 +274,13 @@ def _run_score(unit: Unit, inputs: dict[str, Any]):
             views = ds.views(xs[s : s + bs], n_views)  # uint8 [V, B, C, H, W], shared by all models
             yb = ys[s : s + bs].to(device)
             for v in range(n_views):
-                logits = batched_logits(models, ds.normalize(views[v]).to(device))  # [N, B, K]
+                xv = ds.normalize(views[v]).to(device).contiguous(memory_format=cl)
+                logits = batched_logits(models, xv)  # [N, B, K]
                 scores[:, s : s + bs, v] = logit_scores(logits, yb.expand(n, -1).contiguous()).cpu()
         correct = torch.zeros(n, dtype=torch.float64)
         for s in range(0, int(ds.y_test.shape[0]), bs):
-            logits = batched_logits(models, ds.normalize(ds.x_test[s : s + bs]).to(device))
+            xt = ds.normalize(ds.x_test[s : s + bs]).to(device).contiguous(memory_format=cl)
+            logits = batched_logits(models, xt)
             correct += (logits.argmax(-1).cpu() == ds.y_test[s : s + bs]).sum(1).to(torch.float64)
     acc = correct / max(1, int(ds.y_test.shape[0]))
     return {"scores": scores, "test_acc": acc}, {"n_models": n, "n_examples": m}

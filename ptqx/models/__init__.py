@@ -1,7 +1,7 @@
 """Architectures (a small CNN for 8x8 digits / 28x28 Fashion-MNIST, the paper's CIFAR
 ResNet-18, any "package.module:callable"), and batched evaluation of many models."""
 
-from .batched import batched_logits
+from .batched import batched_logits, to_inference_form
 from .registry import MODELS, build_model, default_model
 from .resnet import BasicBlock, ResNet18
 from .small_cnn import SmallCNN
@@ -14,4 +14,5 @@ __all__ = [
     "batched_logits",
     "build_model",
     "default_model",
+    "to_inference_form",
 ]
