@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ptqx.ops import lowbit_linear, pack_weights, reference, unpack_weights
+from ptqx.ops import lowbit_linear, lowbit_linear_int8act, pack_weights, reference, unpack_weights
 from ptqx.ops.lowbit import packed_row_bytes
 
 # (rows, cols): 1 row, 1 col, primes, non-multiples of the 64/128-code blocks, exact
@@ -234,3 +234,198 @@ def test_bad_linear_inputs(gen):
         lowbit_linear(x, packed, scale, zero, 3)
     with pytest.raises(TypeError, match="scale.*dtype"):
         lowbit_linear(x, packed, scale.double(), zero, 2)
+
+
+# ---------------------------------------------------------------------------------------
+# lowbit_linear_int8act: packed weights x dynamically int8-quantized activations (opt-in).
+# The math is integer up to three float32 roundings that the kernel and the reference do
+# in the same order, so kernel == reference exactly.
+
+INT8ACT_CASES = [
+    ((1,), 1, 1),
+    ((1,), 17, 131),
+    ((2,), 2, 127),
+    ((3,), 64, 576),
+    ((4,), 5, 128),
+    ((5,), 33, 64),
+    ((2, 3), 10, 129),
+    ((1, 1, 7), 9, 300),
+    ((8,), 130, 1000),
+    ((13,), 127, 255),
+    ((20,), 31, 1281),  # > 10 2-bit blocks: several s16 runs per row
+    ((9,), 3, 4097),
+    ((0,), 5, 20),
+    ((4,), 0, 20),
+    ((3,), 6, 0),
+]
+
+
+@pytest.mark.parametrize("with_bias", [False, True], ids=["nobias", "bias"])
+@pytest.mark.parametrize("bits,maxq", LEVELS, ids=["2bit", "ternary", "4bit"])
+@pytest.mark.parametrize("case", INT8ACT_CASES, ids=str)
+def test_int8act_matches_reference_exactly(case, bits, maxq, with_bias, gen, device):
+    lead, rows, cols = case
+    codes, packed, scale, zero = _quantized_layer(rows, cols, bits, maxq, gen, device)
+    x = (torch.randn(*lead, cols, generator=gen) * 3).to(device)
+    bias = torch.randn(rows, generator=gen).to(device) if with_bias else None
+    y = lowbit_linear_int8act(x, packed, scale, zero, bits, bias)
+    assert y.shape == (*lead, rows) and y.dtype == torch.float32 and y.device == x.device
+    cpu_bias = None if bias is None else bias.cpu()
+    want = reference.lowbit_linear_int8act(
+        x.cpu(), packed.cpu(), scale.cpu(), zero.cpu(), bits, cpu_bias
+    )
+    assert torch.equal(y.cpu(), want)
+
+
+def test_int8act_reference_is_the_integer_formula(gen):
+    # The reference against the spec written out with int64 tensors and explicit loops.
+    codes, packed, scale, zero = _quantized_layer(7, 150, 4, 15, gen, "cpu")
+    x = torch.randn(3, 150, generator=gen)
+    x[1] = 0.0
+    bias = torch.randn(7, generator=gen)
+    y = reference.lowbit_linear_int8act(x, packed, scale, zero, 4, bias)
+    for t in range(3):
+        amax = x[t].abs().max()
+        s = amax / 127 if amax > 0 else torch.tensor(1.0)
+        xq = torch.clamp(torch.round(x[t] / s), -127, 127).to(torch.int64)
+        for r in range(7):
+            acc = int((codes[r].to(torch.int64) * xq).sum()) - int(zero[r]) * int(xq.sum())
+            want = s * (scale[r] * torch.tensor(float(acc), dtype=torch.float32)) + bias[r]
+            assert torch.equal(y[t, r], want)
+    assert torch.equal(y[1], bias)  # all-zero token: bias only
+
+
+def test_int8act_extreme_activations_match_reference(gen, device):
+    # Ties at .5 (round half to even), the clamp at +-127, huge and tiny magnitudes.
+    codes, packed, scale, zero = _quantized_layer(9, 200, 2, 3, gen, device)
+    x = torch.randn(6, 200, generator=gen)
+    x[0, :3] = torch.tensor([127.0, 0.5, -1.5])  # amax 127: s_x = 1 -> exact .5 ties
+    x[0, 3:] = torch.arange(197) % 5 - 2.5
+    x[1] *= 1e30
+    x[2] *= 1e-30
+    x[3] = 0.0
+    x[3, 5] = 1e-44  # subnormal amax: amax / 127 underflows to 0, s_x = 1 -> xq = 0
+    x[4, ::2] = -3.0
+    x[5] = torch.finfo(torch.float32).max * torch.sign(x[5])
+    x = x.to(device)
+    y = lowbit_linear_int8act(x, packed, scale, zero, 2)
+    want = reference.lowbit_linear_int8act(x.cpu(), packed.cpu(), scale.cpu(), zero.cpu(), 2)
+    assert torch.equal(y.cpu(), want)
+    assert y[:5].isfinite().all()  # row 5 (|x| = FLT_MAX) may overflow, as F.linear does
+    assert y[3].eq(0).all()
+
+
+@pytest.mark.parametrize("bits,maxq", LEVELS, ids=["2bit", "ternary", "4bit"])
+def test_int8act_close_to_fp32_lowbit_linear(bits, maxq, gen, device):
+    # Only the activations are rounded: |xq * s_x - x| <= s_x / 2 = amax / 254 per entry,
+    # independent and roughly uniform, so the output error is about
+    # (amax / 254) * sqrt(sum_c w_rc^2 / 3) per entry (w = scale * (code - zero)). Bound:
+    # 5x that (a 5-sigma event is far beyond these few thousand outputs).
+    rows, cols = 96, 1024
+    codes, packed, scale, zero = _quantized_layer(rows, cols, bits, maxq, gen, device)
+    x = torch.randn(8, cols, generator=gen).to(device)
+    y8 = lowbit_linear_int8act(x, packed, scale, zero, bits)
+    y32 = lowbit_linear(x, packed, scale, zero, bits)
+    w = scale[:, None] * (codes.float() - zero[:, None])
+    amax = x.abs().amax(dim=1, keepdim=True)
+    sigma = amax / 254 * (w.square().sum(dim=1)[None, :] / 3).sqrt()
+    err = (y8 - y32).abs()
+    assert (err <= 5 * sigma + 1e-6).all(), (err / sigma).max()
+    # And it is a good approximation overall (relative Frobenius error ~1%).
+    assert (y8 - y32).norm() <= 0.02 * y32.norm()
+
+
+def test_int8act_non_finite_token_gives_nan_row_only(gen, device):
+    codes, packed, scale, zero = _quantized_layer(6, 100, 2, 3, gen, device)
+    bias = torch.randn(6, generator=gen).to(device)
+    x = torch.randn(4, 100, generator=gen)
+    x[1, 17] = float("nan")
+    x[2, 99] = float("inf")
+    x = x.to(device)
+    y = lowbit_linear_int8act(x, packed, scale, zero, 2, bias)
+    assert y[1].isnan().all() and y[2].isnan().all()
+    assert y[0].isfinite().all() and y[3].isfinite().all()
+    # The other tokens are what they are on their own.
+    ok = lowbit_linear_int8act(x[[0, 3]], packed, scale, zero, 2, bias)
+    assert torch.equal(y[[0, 3]], ok)
+
+
+def test_int8act_zero_token_gives_bias(gen, device):
+    codes, packed, scale, zero = _quantized_layer(11, 77, 4, 15, gen, device)
+    bias = torch.randn(11, generator=gen).to(device)
+    y = lowbit_linear_int8act(torch.zeros(2, 77, device=device), packed, scale, zero, 4, bias)
+    assert torch.equal(y, bias.expand(2, 11))
+    y0 = lowbit_linear_int8act(torch.zeros(1, 77, device=device), packed, scale, zero, 4)
+    assert y0.eq(0).all()
+
+
+def test_int8act_non_contiguous_x(gen):
+    codes, packed, scale, zero = _quantized_layer(20, 70, 4, 15, gen, "cpu")
+    x = torch.randn(70, 9, generator=gen).t()
+    y = lowbit_linear_int8act(x, packed, scale, zero, 4)
+    want = reference.lowbit_linear_int8act(x.contiguous(), packed, scale, zero, 4)
+    assert torch.equal(y, want)
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_int8act_opcheck(bits, gen, device):
+    codes, packed, scale, zero = _quantized_layer(11, 133, bits, (1 << bits) - 1, gen, device)
+    x = torch.randn(3, 133, generator=gen).to(device)
+    bias = torch.randn(11, generator=gen).to(device)
+    op = torch.ops.ptqx.lowbit_linear_int8act.default
+    torch.library.opcheck(op, (x, packed, scale, zero, bits, bias))
+    torch.library.opcheck(op, (x, packed, scale, zero, bits, None))
+
+
+def test_int8act_bad_inputs(gen, device):
+    codes, packed, scale, zero = _quantized_layer(6, 100, 2, 3, gen, device)
+    x = torch.randn(2, 100, generator=gen).to(device)
+    for bad_zero, val in ((1.5, "1.5"), (-1.0, "-1"), (4.0, "4"), (float("nan"), "")):
+        z = zero.clone()
+        z[3] = bad_zero
+        with pytest.raises(ValueError, match=f"zero.*integer values in \\[0, 3\\].*{val}"):
+            lowbit_linear_int8act(x, packed, scale, z, 2)
+    z15 = torch.full_like(zero, 15.0)  # fine at 4 bits, out of range at 2
+    with pytest.raises(ValueError, match="zero"):
+        lowbit_linear_int8act(x, packed, scale, z15, 2)
+    with pytest.raises(ValueError, match="scale.*NaN"):
+        lowbit_linear_int8act(x, packed, torch.full_like(scale, float("nan")), zero, 2)
+    with pytest.raises(TypeError, match="x.*dtype"):
+        lowbit_linear_int8act(x.double(), packed, scale, zero, 2)
+    with pytest.raises(ValueError, match="packed.*input features"):
+        lowbit_linear_int8act(x, packed, scale, zero, 4)
+    with pytest.raises(ValueError, match="bias.*shape"):
+        lowbit_linear_int8act(x, packed, scale, zero, 2, torch.zeros(7, device=device))
+    with pytest.raises(ValueError, match="bits"):
+        lowbit_linear_int8act(x, packed, scale, zero, 3)
+    with pytest.raises(ValueError, match="scale.*shape"):
+        lowbit_linear_int8act(x, packed, scale[:5], zero, 2)
+
+
+def test_int8act_too_many_columns_raises():
+    cols = (1 << 20) + 1
+    packed = torch.zeros(1, packed_row_bytes(cols, 2), dtype=torch.uint8)
+    one = torch.ones(1)
+    with pytest.raises(ValueError, match="x.*at most 1048576 input features"):
+        lowbit_linear_int8act(torch.zeros(1, cols), packed, one, one, 2)
+    with pytest.raises(ValueError, match="x.*at most 1048576 input features"):
+        torch.ops.ptqx.lowbit_linear_int8act(torch.zeros(1, cols), packed, one, one, 2, None)
+
+
+def test_int8act_native_binding_checks_zero(gen):
+    # The op itself (not only the wrapper) refuses a non-integer zero.
+    codes, packed, scale, zero = _quantized_layer(6, 100, 2, 3, gen, "cpu")
+    z = zero.clone()
+    z[2] = 0.25
+    with pytest.raises(ValueError, match="zero"):
+        torch.ops.ptqx.lowbit_linear_int8act(torch.randn(2, 100), packed, scale, z, 2, None)
+
+
+def test_int8act_reference_checks_zero_and_cols(gen):
+    # The reference is the default kernel on devices without a native one: it refuses
+    # what the native kernels refuse.
+    codes, packed, scale, zero = _quantized_layer(4, 30, 2, 3, gen, "cpu")
+    z = zero.clone()
+    z[0] = 2.5
+    with pytest.raises(ValueError, match="zero"):
+        reference.lowbit_linear_int8act(torch.randn(1, 30), packed, scale, z, 2)

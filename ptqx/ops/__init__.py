@@ -12,7 +12,7 @@ from ._build import STATUS, load_native
 from .adaround import adaround_soft_weight
 from .attack_stats import LOO_STAT_NAMES, LooStats, lira_loo_stats
 from .grid import fake_quant, grid_search, quantize_codes, ternary_absmean, ternary_grid
-from .lowbit import lowbit_linear, pack_weights, unpack_weights
+from .lowbit import lowbit_linear, lowbit_linear_int8act, pack_weights, unpack_weights
 from .obc import obc_quantize_rows
 from .scores import logit_scores
 
@@ -32,6 +32,7 @@ __all__ = [
     "load_native",
     "logit_scores",
     "lowbit_linear",
+    "lowbit_linear_int8act",
     "obc_quantize_rows",
     "pack_weights",
     "quantize_codes",

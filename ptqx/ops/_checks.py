@@ -27,13 +27,19 @@ def check_tensor(
         dtypes = tuple(dtypes)
         if t.dtype not in dtypes:
             want = ", ".join(str(d).replace("torch.", "") for d in dtypes)
-            raise TypeError(f"{name}: expected dtype {want}, got {str(t.dtype).replace('torch.', '')}")
+            raise TypeError(
+                f"{name}: expected dtype {want}, got {str(t.dtype).replace('torch.', '')}"
+            )
     if ndim is not None and t.dim() != ndim:
         raise ValueError(f"{name}: expected {ndim} dimensions, got shape {tuple(t.shape)}")
     if min_ndim is not None and t.dim() < min_ndim:
-        raise ValueError(f"{name}: expected at least {min_ndim} dimensions, got shape {tuple(t.shape)}")
+        raise ValueError(
+            f"{name}: expected at least {min_ndim} dimensions, got shape {tuple(t.shape)}"
+        )
     if shape is not None:
-        if t.dim() != len(shape) or any(s is not None and s != d for s, d in zip(shape, t.shape, strict=False)):
+        if t.dim() != len(shape) or any(
+            s is not None and s != d for s, d in zip(shape, t.shape, strict=False)
+        ):
             want = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
             raise ValueError(f"{name}: expected shape {want}, got {list(t.shape)}")
     if device is not None and t.device != device:
@@ -46,7 +52,9 @@ def check_tensor(
 
 def check_maxq(maxq: object) -> int:
     if not isinstance(maxq, int) or isinstance(maxq, bool) or not 1 <= maxq <= 255:
-        raise ValueError(f"maxq: expected an int in [1, 255] (2^bits - 1, or 2 for 1.58 bits), got {maxq!r}")
+        raise ValueError(
+            f"maxq: expected an int in [1, 255] (2^bits - 1, or 2 for 1.58 bits), got {maxq!r}"
+        )
     return maxq
 
 

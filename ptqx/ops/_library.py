@@ -46,6 +46,10 @@ SCHEMAS: dict[str, str] = {
         "lowbit_linear(Tensor x, Tensor packed, Tensor scale, Tensor zero, int bits, "
         "Tensor? bias=None) -> Tensor"
     ),
+    "lowbit_linear_int8act": (
+        "lowbit_linear_int8act(Tensor x, Tensor packed, Tensor scale, Tensor zero, int bits, "
+        "Tensor? bias=None) -> Tensor"
+    ),
     "logit_scores": "logit_scores(Tensor logits, Tensor labels) -> Tensor",
     "lira_loo_stats": "lira_loo_stats(Tensor ref_scores, Tensor keep) -> (Tensor, Tensor)",
     "adaround_forward": (
@@ -107,6 +111,11 @@ def _unpack_fake(packed, bits, cols):
 
 @torch.library.register_fake("ptqx::lowbit_linear")
 def _lowbit_linear_fake(x, packed, scale, zero, bits, bias=None):
+    return x.new_empty((*x.shape[:-1], scale.shape[0]))
+
+
+@torch.library.register_fake("ptqx::lowbit_linear_int8act")
+def _lowbit_linear_int8act_fake(x, packed, scale, zero, bits, bias=None):
     return x.new_empty((*x.shape[:-1], scale.shape[0]))
 
 

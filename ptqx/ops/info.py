@@ -30,7 +30,8 @@ def describe() -> str:
     from torch.utils.cpp_extension import CUDA_HOME
 
     lines = [
-        f"ptqx native kernels: {STATUS.how}" + (f" ({STATUS.error.splitlines()[0][:200]})" if STATUS.error else ""),
+        f"ptqx native kernels: {STATUS.how}"
+        + (f" ({STATUS.error.splitlines()[0][:200]})" if STATUS.error else ""),
         f"  build dir: {STATUS.build_dir or '-'}",
         f"python {sys.version.split()[0]} on {platform.machine()}, torch {torch.__version__}, "
         f"CUDA runtime {torch.version.cuda or 'none'}, GPU available: {torch.cuda.is_available()}",

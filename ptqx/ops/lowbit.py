@@ -24,8 +24,8 @@ _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
 @functools.cache
-def _has_native_cpu() -> bool:
-    return torch._C._dispatch_has_kernel_for_dispatch_key("ptqx::lowbit_linear", "CPU")
+def _has_native_cpu(op: str = "lowbit_linear") -> bool:
+    return torch._C._dispatch_has_kernel_for_dispatch_key(f"ptqx::{op}", "CPU")
 
 
 def check_bits(bits: object) -> int:
@@ -142,5 +142,88 @@ def lowbit_linear(
         check_tensor("bias", bias, dtypes=(torch.float32,), shape=(rows,), device=x.device)
         bias = bias.contiguous()
     return torch.ops.ptqx.lowbit_linear(
+        x.contiguous(), packed.contiguous(), scale.contiguous(), zero.contiguous(), bits, bias
+    )
+
+
+def lowbit_linear_int8act(
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor,
+    bits: int,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Packed low-bit linear with dynamically int8-quantized activations (opt-in).
+
+    This CHANGES THE MODEL: unlike :func:`lowbit_linear` (exact fake-quant semantics),
+    each token's activations are quantized to int8 before the product (dynamic per-token
+    symmetric absmax scaling, as in LLM.int8() / SmoothQuant W8A8 per-token), which makes
+    the product an exact integer dot product and the CPU kernel faster. Use it only where
+    that extra activation error is acceptable; the audit's fake-quant path does not.
+
+    Exact semantics (every kernel matches ``reference.lowbit_linear_int8act`` bit for
+    bit), per token t of x viewed as [T, C]:
+
+    - any NaN/Inf in x[t] -> y[t, :] = NaN (other tokens unaffected);
+    - ``s_x = max|x[t]| / 127`` in float32, or 1 when that is 0 (then y[t] = bias);
+    - ``xq = clamp(round_half_even(x[t] / s_x), -127, 127)`` (division, not reciprocal);
+    - ``acc[r] = sum_c code[r, c] * xq[c] - int(zero[r]) * sum_c xq[c]``, exact in int32;
+    - ``y[t, r] = s_x * (scale[r] * float32(acc[r])) (+ bias[r])``, float32, that order.
+
+    The relative error against :func:`lowbit_linear` is that of int8 activations: about
+    ``max|x[t]| / 254 * sqrt(C / 3)`` absolute per output for dense weights of unit scale
+    (tests bound it).
+
+    Args:
+        x: float32 [..., C], C <= 2^20 (the int32 accumulator stays exact).
+        packed: uint8 [R, packed_row_bytes(C, bits)] from :func:`pack_weights`.
+        scale: float32 [R], finite.
+        zero: float32 [R], integer values in [0, 2^bits - 1].
+        bits: 2 or 4 (as packed; ternary codes use 2).
+        bias: float32 [R] or None.
+    Returns:
+        float32 [..., R].
+
+    Raises:
+        ValueError: ``zero`` not integer-valued in range, C > 2^20, NaN/Inf ``scale``,
+            or the shape errors of :func:`lowbit_linear`.
+    """
+    check_bits(bits)
+    check_tensor("x", x, dtypes=(torch.float32,), min_ndim=1)
+    check_tensor("packed", packed, dtypes=(torch.uint8,), ndim=2, device=x.device)
+    rows = packed.shape[0]
+    cols = x.shape[-1]
+    if cols > reference.INT8ACT_MAX_COLS:
+        raise ValueError(
+            f"x: lowbit_linear_int8act accumulates in int32 and supports at most "
+            f"{reference.INT8ACT_MAX_COLS} input features, got {cols}"
+        )
+    want = reference.packed_row_bytes(cols, bits)
+    if packed.shape[1] != want:
+        raise ValueError(
+            f"packed: x has {cols} input features, which at {bits} bits take {want} bytes "
+            f"per row, but packed has shape {list(packed.shape)}"
+        )
+    # The native CPU binding checks scale and zero in its own O(R) loop (cheaper than
+    # the tensor ops below on a small layer); other devices are checked here.
+    native_cpu = x.device.type == "cpu" and _has_native_cpu("lowbit_linear_int8act")
+    for name, v in (("scale", scale), ("zero", zero)):
+        check_tensor(
+            name, v, dtypes=(torch.float32,), shape=(rows,), device=x.device, finite=not native_cpu
+        )
+    if not native_cpu and rows:
+        maxq = (1 << bits) - 1
+        ok = (zero == zero.round()) & (zero >= 0) & (zero <= maxq)
+        if not bool(ok.all()):
+            bad = int((~ok).nonzero()[0, 0])
+            raise ValueError(
+                f"zero: lowbit_linear_int8act needs integer values in [0, {maxq}] for "
+                f"bits={bits}, got {float(zero[bad])} at row {bad}"
+            )
+    if bias is not None:
+        check_tensor("bias", bias, dtypes=(torch.float32,), shape=(rows,), device=x.device)
+        bias = bias.contiguous()
+    return torch.ops.ptqx.lowbit_linear_int8act(
         x.contiguous(), packed.contiguous(), scale.contiguous(), zero.contiguous(), bits, bias
     )

@@ -8,6 +8,8 @@ compiled. Inputs are assumed validated by the public wrappers in ``ptqx.ops``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -20,7 +22,9 @@ def _per_row(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 # Uniform grid (GPTQ/OBC ``quant.py``: quantize / Quantizer.find_params)
 
 
-def quantize_codes(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq: int) -> torch.Tensor:
+def quantize_codes(
+    w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq: int
+) -> torch.Tensor:
     """Integer codes ``clamp(round(w / scale) + zero, 0, maxq)`` as uint8, shape of ``w``.
 
     ``torch.round`` rounds half to even, as does the native kernels' ``nearbyint``.
@@ -333,6 +337,88 @@ def lowbit_linear(
     return torch.nn.functional.linear(x, w, bias)
 
 
+INT8ACT_QMAX = 127
+INT8ACT_MAX_COLS = 1 << 20  # int32 accumulation stays exact: C * 15 * 127 < 2^31
+
+
+def quantize_activations_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Dynamic per-token symmetric int8 quantization of float32 ``x [T, C]``.
+
+    ``s = max|x[t, :]| / 127`` in float32 (1 when that is 0), ``xq = clamp(rne(x / s),
+    -127, 127)`` (a division, not a multiplication by 1 / s, so every kernel rounds alike).
+
+    Returns:
+        (xq int64 [T, C], s float32 [T], finite bool [T]); rows with a NaN/Inf hold
+        xq = 0 and s = 1 (their outputs are NaN).
+    """
+    finite = torch.isfinite(x).all(dim=1)
+    x = torch.where(finite[:, None], x, torch.zeros((), dtype=x.dtype, device=x.device))
+    if x.shape[1]:
+        amax = x.abs().amax(dim=1)
+    else:
+        amax = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    s = amax / INT8ACT_QMAX
+    s = torch.where(s > 0, s, torch.ones((), dtype=s.dtype, device=s.device))
+    xq = torch.clamp(torch.round(x / s[:, None]), -INT8ACT_QMAX, INT8ACT_QMAX)
+    return xq.to(torch.int64), s, finite
+
+
+def lowbit_linear_int8act(
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor,
+    bits: int,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Packed low-bit weights times dynamically int8-quantized activations (W2A8 / W4A8).
+
+    Opt-in: unlike :func:`lowbit_linear` this changes the model, since the activations
+    are quantized too. The activation scheme is the dynamic per-token symmetric int8
+    quantization of LLM.int8() (Dettmers et al. 2022, "vector-wise" absmax scaling of
+    the activation rows) and of SmoothQuant's W8A8 per-token setting (Xiao et al. 2023),
+    without their outlier handling:
+
+    per token t: NaN/Inf anywhere in x[t] -> y[t, :] = NaN; else
+    ``s_x = max|x[t]| / 127`` (1 if that is 0), ``xq = clamp(rne(x[t] / s_x), -127, 127)``,
+    ``acc[r] = sum_c code[r, c] * xq[c] - zero[r] * sum_c xq[c]`` (exact integers),
+    ``y[t, r] = s_x * (scale[r] * float32(acc[r])) + bias[r]``, in that order in float32.
+
+    Args:
+        x: float32 [..., C], C <= 2^20.
+        packed: uint8 [R, packed_row_bytes(C, bits)] from :func:`pack_weights`.
+        scale: float32 [R]. zero: float32 [R], integers in [0, 2^bits - 1].
+        bits: 2 or 4.
+        bias: float32 [R] or None.
+    Returns:
+        float32 [..., R].
+    """
+    cols = x.shape[-1]
+    maxq = (1 << bits) - 1
+    if cols > INT8ACT_MAX_COLS:
+        raise ValueError(
+            f"x: lowbit_linear_int8act accumulates in int32 and supports at most "
+            f"{INT8ACT_MAX_COLS} input features, got {cols}"
+        )
+    if zero.numel() and not bool(((zero == zero.round()) & (zero >= 0) & (zero <= maxq)).all()):
+        raise ValueError(
+            f"zero: lowbit_linear_int8act needs integer values in [0, {maxq}] for bits={bits}"
+        )
+    ntok = math.prod(x.shape[:-1])  # reshape(-1, 0) is ambiguous when C == 0
+    xq, s, finite = quantize_activations_int8(x.reshape(ntok, cols))
+    codes = unpack_weights(packed, bits, cols)
+    # float64 products and sums of integers below 2^53 are exact (|acc| < 2^31), and a
+    # float64 GEMM runs on every device (integer matmul does not on CUDA).
+    acc = (
+        xq.double() @ codes.double().t() - zero.double()[None, :] * xq.sum(dim=1).double()[:, None]
+    )
+    y = s[:, None] * (scale[None, :] * acc.to(torch.float32))
+    if bias is not None:
+        y = y + bias
+    y = torch.where(finite[:, None], y, torch.full((), float("nan"), device=y.device))
+    return y.reshape(*x.shape[:-1], packed.shape[0])
+
+
 # ---------------------------------------------------------------------------------------
 # AdaRound soft rounding (Nagel et al. 2020, "Up or Down? Adaptive Rounding for
 # Post-Training Quantization"; code: yhhhli/BRECQ quant/adaptive_rounding.py
@@ -344,7 +430,9 @@ ADAROUND_GAMMA, ADAROUND_ZETA = -0.1, 1.1
 
 def adaround_h(alpha: torch.Tensor) -> torch.Tensor:
     """Soft rounding variable ``h(a) = clamp(1.2 * sigmoid(a) - 0.1, 0, 1)``."""
-    return torch.clamp(torch.sigmoid(alpha) * (ADAROUND_ZETA - ADAROUND_GAMMA) + ADAROUND_GAMMA, 0, 1)
+    return torch.clamp(
+        torch.sigmoid(alpha) * (ADAROUND_ZETA - ADAROUND_GAMMA) + ADAROUND_GAMMA, 0, 1
+    )
 
 
 def adaround_init_alpha(w_over_scale: torch.Tensor) -> torch.Tensor:

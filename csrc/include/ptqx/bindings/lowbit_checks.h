@@ -11,6 +11,7 @@
 #include <c10/core/ScalarType.h>
 #include <c10/util/Exception.h>
 
+#include <cmath>
 #include <cstdint>
 
 #include "ptqx/lowbit.h"  // the packed layout (lowbit::row_bytes), shared with the CUDA kernels
@@ -52,6 +53,24 @@ inline void check_packed(const at::Tensor& packed, int64_t bits, int64_t cols) {
 inline void check_linear_input(const at::Tensor& x) {
   TORCH_CHECK(x.scalar_type() == at::kFloat, "x: expected float32, got ", x.scalar_type());
   TORCH_CHECK(x.dim() >= 1, "x: expected at least 1 dimension");
+}
+
+// lowbit_linear_int8act accumulates in int32: the activation count must keep it exact.
+inline void check_int8act_cols(int64_t cols, int64_t max_cols) {
+  TORCH_CHECK_VALUE(cols <= max_cols, "x: lowbit_linear_int8act accumulates in int32 and supports at most ",
+                    max_cols, " input features, got ", cols);
+}
+
+// lowbit_linear_int8act subtracts zero[r] * sum(xq) in int32: zero (host float32 [rows])
+// must hold integers in [0, 2^bits - 1].
+inline void check_int8act_zero(const float* zero, int64_t rows, int64_t bits) {
+  const float maxq = static_cast<float>((int64_t{1} << bits) - 1);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float z = zero[r];
+    TORCH_CHECK_VALUE(std::isfinite(z) && z >= 0.f && z <= maxq && z == std::nearbyint(z),
+                      "zero: lowbit_linear_int8act needs integer values in [0, ", maxq, "] for bits=", bits,
+                      ", got ", z, " at row ", r);
+  }
 }
 
 }  // namespace ptqx::bindings
