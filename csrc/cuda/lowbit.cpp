@@ -13,6 +13,7 @@
 #include "ptqx/bindings/lowbit_checks.h"
 #include "ptqx/cuda/lowbit.h"
 #include "ptqx/lowbit.h"  // lowbit::row_bytes: the packed layout the CUDA kernels share
+#include "ptqx/lowbit_int8act.h"  // lowbit::int8act::kMaxCols
 
 namespace ptqx {
 namespace {
@@ -96,12 +97,60 @@ at::Tensor lowbit_linear_cuda(const at::Tensor& x_, const at::Tensor& packed_, c
   return out.reshape(out_shape);
 }
 
+// The zero-point check (integers in [0, 2^bits - 1]) is the Python wrapper's
+// (ptqx.ops.lowbit_linear_int8act): here it would cost a device sync per call.
+at::Tensor lowbit_linear_int8act_cuda(const at::Tensor& x_, const at::Tensor& packed_, const at::Tensor& scale_,
+                                      const at::Tensor& zero_, int64_t bits,
+                                      const std::optional<at::Tensor>& bias_) {
+  bindings::check_bits(bits);
+  TORCH_CHECK(x_.is_cuda(), "x: expected a CUDA tensor");
+  bindings::check_linear_input(x_);
+  const int64_t cols = x_.size(-1);
+  bindings::check_int8act_cols(cols, lowbit::int8act::kMaxCols);
+  check_cuda_packed(packed_, bits, cols);
+  TORCH_CHECK(packed_.device() == x_.device(), "packed: expected a tensor on ", x_.device());
+  const int64_t rows = packed_.size(0);
+  TORCH_CHECK(scale_.device() == x_.device() && scale_.scalar_type() == at::kFloat && scale_.dim() == 1 &&
+                  scale_.size(0) == rows,
+              "scale: expected float32 [", rows, "] on ", x_.device());
+  TORCH_CHECK(zero_.device() == x_.device() && zero_.scalar_type() == at::kFloat && zero_.dim() == 1 &&
+                  zero_.size(0) == rows,
+              "zero: expected float32 [", rows, "] on ", x_.device());
+  at::Tensor bias;
+  if (bias_.has_value()) {
+    bias = bias_->contiguous();
+    TORCH_CHECK(bias.device() == x_.device() && bias.scalar_type() == at::kFloat && bias.dim() == 1 &&
+                    bias.size(0) == rows,
+                "bias: expected float32 [", rows, "] on ", x_.device());
+  }
+  c10::cuda::CUDAGuard guard(x_.device());
+  const int64_t ntok = c10::multiply_integers(x_.sizes().begin(), x_.sizes().end() - 1);
+  auto x = x_.reshape({ntok, cols}).contiguous();
+  auto packed = aligned_contiguous(packed_);
+  auto scale = scale_.contiguous(), zero = zero_.contiguous();
+  std::vector<int64_t> out_shape(x_.sizes().begin(), x_.sizes().end());
+  out_shape.back() = rows;
+  auto out = at::empty({ntok, rows}, x.options());
+  auto xq = at::empty({ntok, cols}, x.options().dtype(at::kChar));
+  auto qsum = at::empty({ntok}, x.options().dtype(at::kInt));
+  auto sx = at::empty({ntok}, x.options());
+  auto finite = at::empty({ntok}, x.options().dtype(at::kByte));
+  auto err = cuda::lowbit_linear_int8act(
+      x.const_data_ptr<float>(), packed.const_data_ptr<uint8_t>(), scale.const_data_ptr<float>(),
+      zero.const_data_ptr<float>(), bias.defined() ? bias.const_data_ptr<float>() : nullptr, ntok, rows, cols,
+      int(bits), xq.mutable_data_ptr<int8_t>(), qsum.mutable_data_ptr<int32_t>(), sx.mutable_data_ptr<float>(),
+      finite.mutable_data_ptr<uint8_t>(), out.mutable_data_ptr<float>(), c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "lowbit_linear_int8act: CUDA launch failed: ", cudaGetErrorString(err));
+  return out.reshape(out_shape);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(ptqx, CUDA, m) {
   m.impl("pack_weights", &pack_weights_cuda);
   m.impl("unpack_weights", &unpack_weights_cuda);
   m.impl("lowbit_linear", &lowbit_linear_cuda);
+  m.impl("lowbit_linear_int8act", &lowbit_linear_int8act_cuda);
 }
 
 }  // namespace ptqx

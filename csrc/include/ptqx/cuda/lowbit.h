@@ -24,4 +24,14 @@ cudaError_t lowbit_linear(const float* x, const uint8_t* packed, const float* sc
                           const float* bias, int64_t ntok, int64_t rows, int64_t cols, int bits,
                           float* y, cudaStream_t stream);
 
+// lowbit_linear_int8act (csrc/cuda/lowbit_int8act_kernels.cu; semantics:
+// ptqx/ops/reference.py). x: float32 [ntok, cols]; zero must hold integers in
+// [0, 2^bits - 1] and cols <= 2^20 (checked by the caller). Workspaces: xq int8
+// [ntok, cols], qsum int32 [ntok], sx float32 [ntok], finite uint8 [ntok].
+// y: float32 [ntok, rows].
+cudaError_t lowbit_linear_int8act(const float* x, const uint8_t* packed, const float* scale, const float* zero,
+                                  const float* bias, int64_t ntok, int64_t rows, int64_t cols, int bits,
+                                  int8_t* xq, int32_t* qsum, float* sx, uint8_t* finite, float* y,
+                                  cudaStream_t stream);
+
 }  // namespace ptqx::cuda
