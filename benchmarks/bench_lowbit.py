@@ -6,6 +6,9 @@ Run:  PTQX_REQUIRE_NATIVE=1 python -m pytest benchmarks/bench_lowbit.py -q \\
 Each group (one shape, one batch) holds, measured in the same run:
 - ``fp32``: ``F.linear(x, W)`` with W the dequantized fp32 weight (the baseline);
 - ``ptqx-2bit`` / ``ptqx-ternary`` / ``ptqx-4bit``: ``ptqx.ops.lowbit_linear``;
+- ``ptqx-2bit-int8act`` / ``ptqx-ternary-int8act`` / ``ptqx-4bit-int8act``:
+  ``ptqx.ops.lowbit_linear_int8act`` (opt-in, int8 per-token activations: a different
+  model), batch 1 and 8 only (the small-batch regime it targets);
 - ``dequant-then-linear``: the naive fake-quant path (unpack, dequantize, F.linear),
   i.e. ``ptqx.ops.reference.lowbit_linear``;
 - ``torch-int8``: ``aten._weight_int8pack_mm`` (int8 per-channel weight-only);
@@ -43,6 +46,9 @@ METHODS = [
     "ptqx-2bit",
     "ptqx-ternary",
     "ptqx-4bit",
+    "ptqx-2bit-int8act",
+    "ptqx-ternary-int8act",
+    "ptqx-4bit-int8act",
     "dequant-then-linear",
     "torch-int8",
     "torch-int4",
@@ -76,8 +82,12 @@ def _make(method: str, shape: str, batch: int):
     """Return (callable, weight bytes read per call) or raise pytest.skip."""
     rows, cols = SHAPES[shape]
     x = torch.randn(batch, cols, generator=torch.Generator().manual_seed(1))
-    levels = {"ptqx-2bit": 4, "ptqx-ternary": 3, "ptqx-4bit": 16}.get(method, 16)
+    int8act = method.endswith("-int8act")
+    base = method.removesuffix("-int8act")
+    levels = {"ptqx-2bit": 4, "ptqx-ternary": 3, "ptqx-4bit": 16}.get(base, 16)
     codes, packed, scale, zero, bits = _layer(shape, levels)
+    if int8act:
+        return (lambda: ops.lowbit_linear_int8act(x, packed, scale, zero, bits)), packed.numel()
     if method.startswith("ptqx-"):
         return (lambda: ops.lowbit_linear(x, packed, scale, zero, bits)), packed.numel()
     if method == "fp32":
@@ -115,6 +125,8 @@ def _make(method: str, shape: str, batch: int):
 def test_lowbit_linear_cold(benchmark, shape, batch, method):
     if method == "dequant-then-linear" and batch > 8:
         pytest.skip("naive path timed at batch 1 and 8 only (it is 16-25x slower)")
+    if method.endswith("-int8act") and batch > 8:
+        pytest.skip("int8-activation variant targets small batches: timed at batch 1 and 8 only")
     fn, nbytes = _make(method, shape, batch)
     fn()  # warm up code paths and allocator
     rows, cols = SHAPES[shape]
