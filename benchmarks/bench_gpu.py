@@ -74,7 +74,7 @@ def test_obc(benchmark, shape, impl):
     _timed(benchmark, fn, w, hinv, scale, zero, 3)
 
 
-@pytest.mark.parametrize("impl", ["native", "fp32", "fp16", "dequant"])
+@pytest.mark.parametrize("impl", ["native", "int8act", "fp32", "fp16", "dequant"])
 @pytest.mark.parametrize("bits", [2, 4])
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("shape", LINEAR_SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
@@ -90,6 +90,9 @@ def test_lowbit_linear(benchmark, shape, batch, bits, impl):
     if impl == "native":
         packed = ops.pack_weights(codes, bits)
         _timed(benchmark, ops.lowbit_linear, x, packed, scale, zero, bits)
+    elif impl == "int8act":  # opt-in: activations quantized to int8 per token
+        packed = ops.pack_weights(codes, bits)
+        _timed(benchmark, ops.lowbit_linear_int8act, x, packed, scale, zero, bits)
     elif impl == "fp32":
         _timed(benchmark, F.linear, x, w)
     elif impl == "fp16":
