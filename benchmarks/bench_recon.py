@@ -272,7 +272,9 @@ def main() -> None:
     t = sub.add_parser("tradeoff")
     t.add_argument("--bits", type=float, default=2)
     t.add_argument("--iters", type=int, nargs="+", default=[250, 500, 1000, 2000, 5000, 20000])
-    t.add_argument("--methods", nargs="+", default=["adaround", "brecq"], choices=["adaround", "brecq"])
+    t.add_argument(
+        "--methods", nargs="+", default=["adaround", "brecq"], choices=["adaround", "brecq"]
+    )
     for s in (n, t):
         s.add_argument("--threads", type=int, default=None)
         s.add_argument("--out", type=Path, default=None, help="write the results as JSON here")

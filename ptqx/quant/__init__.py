@@ -60,8 +60,8 @@ official codes (faster on wide layers); ``"float64"`` keeps the inversion in flo
 
 from __future__ import annotations
 
-from . import gptq, obc, rtn  # noqa: F401  (register the methods)
-from . import recon  # noqa: F401  (registers "adaround", "brecq")
+# Importing these registers the methods (recon registers "adaround" and "brecq").
+from . import gptq, obc, recon, rtn  # noqa: F401
 from .api import (
     COMMON_OPTIONS,
     QUANTIZERS,
