@@ -24,16 +24,7 @@ at::Tensor lowbit_linear_int8act_cpu(const at::Tensor& x_, const at::Tensor& pac
   bindings::check_int8act_cols(cols, lowbit::int8act::kMaxCols);
   bindings::check_packed(packed_, bits, cols);
   const int64_t rows = packed_.size(0);
-  TORCH_CHECK(scale_.scalar_type() == at::kFloat && scale_.dim() == 1 && scale_.size(0) == rows,
-              "scale: expected float32 [", rows, "], got ", scale_.scalar_type(), " ", scale_.sizes());
-  TORCH_CHECK(zero_.scalar_type() == at::kFloat && zero_.dim() == 1 && zero_.size(0) == rows,
-              "zero: expected float32 [", rows, "], got ", zero_.scalar_type(), " ", zero_.sizes());
-  at::Tensor bias;
-  if (bias_.has_value()) {
-    bias = bias_->contiguous();
-    TORCH_CHECK(bias.scalar_type() == at::kFloat && bias.dim() == 1 && bias.size(0) == rows,
-                "bias: expected float32 [", rows, "], got ", bias.scalar_type(), " ", bias.sizes());
-  }
+  const at::Tensor bias = bindings::check_row_params(scale_, zero_, bias_, rows);
   auto packed = packed_.contiguous(), scale = scale_.contiguous(), zero = zero_.contiguous();
   const float* sp = scale.const_data_ptr<float>();
   const float* zp = zero.const_data_ptr<float>();

@@ -59,6 +59,26 @@ at::Tensor unpack_weights_cuda(const at::Tensor& packed_, int64_t bits, int64_t 
   return out;
 }
 
+// scale/zero/bias: float32 [rows] on x's device (bias optional); returns the contiguous
+// bias, undefined when there is none.
+at::Tensor check_cuda_row_params(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& zero,
+                                 const std::optional<at::Tensor>& bias_, int64_t rows) {
+  TORCH_CHECK(scale.device() == x.device() && scale.scalar_type() == at::kFloat && scale.dim() == 1 &&
+                  scale.size(0) == rows,
+              "scale: expected float32 [", rows, "] on ", x.device());
+  TORCH_CHECK(zero.device() == x.device() && zero.scalar_type() == at::kFloat && zero.dim() == 1 &&
+                  zero.size(0) == rows,
+              "zero: expected float32 [", rows, "] on ", x.device());
+  at::Tensor bias;
+  if (bias_.has_value()) {
+    bias = bias_->contiguous();
+    TORCH_CHECK(bias.device() == x.device() && bias.scalar_type() == at::kFloat && bias.dim() == 1 &&
+                    bias.size(0) == rows,
+                "bias: expected float32 [", rows, "] on ", x.device());
+  }
+  return bias;
+}
+
 at::Tensor lowbit_linear_cuda(const at::Tensor& x_, const at::Tensor& packed_, const at::Tensor& scale_,
                               const at::Tensor& zero_, int64_t bits, const std::optional<at::Tensor>& bias_) {
   bindings::check_bits(bits);
@@ -68,19 +88,7 @@ at::Tensor lowbit_linear_cuda(const at::Tensor& x_, const at::Tensor& packed_, c
   check_cuda_packed(packed_, bits, cols);
   TORCH_CHECK(packed_.device() == x_.device(), "packed: expected a tensor on ", x_.device());
   const int64_t rows = packed_.size(0);
-  TORCH_CHECK(scale_.device() == x_.device() && scale_.scalar_type() == at::kFloat && scale_.dim() == 1 &&
-                  scale_.size(0) == rows,
-              "scale: expected float32 [", rows, "] on ", x_.device());
-  TORCH_CHECK(zero_.device() == x_.device() && zero_.scalar_type() == at::kFloat && zero_.dim() == 1 &&
-                  zero_.size(0) == rows,
-              "zero: expected float32 [", rows, "] on ", x_.device());
-  at::Tensor bias;
-  if (bias_.has_value()) {
-    bias = bias_->contiguous();
-    TORCH_CHECK(bias.device() == x_.device() && bias.scalar_type() == at::kFloat && bias.dim() == 1 &&
-                    bias.size(0) == rows,
-                "bias: expected float32 [", rows, "] on ", x_.device());
-  }
+  const at::Tensor bias = check_cuda_row_params(x_, scale_, zero_, bias_, rows);
   c10::cuda::CUDAGuard guard(x_.device());
   const int64_t ntok = c10::multiply_integers(x_.sizes().begin(), x_.sizes().end() - 1);
   auto x = x_.reshape({ntok, cols}).contiguous();
@@ -110,19 +118,7 @@ at::Tensor lowbit_linear_int8act_cuda(const at::Tensor& x_, const at::Tensor& pa
   check_cuda_packed(packed_, bits, cols);
   TORCH_CHECK(packed_.device() == x_.device(), "packed: expected a tensor on ", x_.device());
   const int64_t rows = packed_.size(0);
-  TORCH_CHECK(scale_.device() == x_.device() && scale_.scalar_type() == at::kFloat && scale_.dim() == 1 &&
-                  scale_.size(0) == rows,
-              "scale: expected float32 [", rows, "] on ", x_.device());
-  TORCH_CHECK(zero_.device() == x_.device() && zero_.scalar_type() == at::kFloat && zero_.dim() == 1 &&
-                  zero_.size(0) == rows,
-              "zero: expected float32 [", rows, "] on ", x_.device());
-  at::Tensor bias;
-  if (bias_.has_value()) {
-    bias = bias_->contiguous();
-    TORCH_CHECK(bias.device() == x_.device() && bias.scalar_type() == at::kFloat && bias.dim() == 1 &&
-                    bias.size(0) == rows,
-                "bias: expected float32 [", rows, "] on ", x_.device());
-  }
+  const at::Tensor bias = check_cuda_row_params(x_, scale_, zero_, bias_, rows);
   c10::cuda::CUDAGuard guard(x_.device());
   const int64_t ntok = c10::multiply_integers(x_.sizes().begin(), x_.sizes().end() - 1);
   auto x = x_.reshape({ntok, cols}).contiguous();

@@ -13,6 +13,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <optional>
 
 #include "ptqx/lowbit.h"  // the packed layout (lowbit::row_bytes), shared with the CUDA kernels
 
@@ -50,6 +51,24 @@ inline void check_packed(const at::Tensor& packed, int64_t bits, int64_t cols) {
 }
 
 // lowbit_linear's input: float32 [..., C].
+// scale/zero/bias of a packed linear on the CPU: float32 [rows] (bias optional). Returns
+// the contiguous bias, undefined when there is none. CUDA's messages name the device
+// instead, so csrc/cuda/lowbit.cpp has its own version.
+inline at::Tensor check_row_params(const at::Tensor& scale, const at::Tensor& zero,
+                                   const std::optional<at::Tensor>& bias_, int64_t rows) {
+  TORCH_CHECK(scale.scalar_type() == at::kFloat && scale.dim() == 1 && scale.size(0) == rows,
+              "scale: expected float32 [", rows, "], got ", scale.scalar_type(), " ", scale.sizes());
+  TORCH_CHECK(zero.scalar_type() == at::kFloat && zero.dim() == 1 && zero.size(0) == rows,
+              "zero: expected float32 [", rows, "], got ", zero.scalar_type(), " ", zero.sizes());
+  at::Tensor bias;
+  if (bias_.has_value()) {
+    bias = bias_->contiguous();
+    TORCH_CHECK(bias.scalar_type() == at::kFloat && bias.dim() == 1 && bias.size(0) == rows,
+                "bias: expected float32 [", rows, "], got ", bias.scalar_type(), " ", bias.sizes());
+  }
+  return bias;
+}
+
 inline void check_linear_input(const at::Tensor& x) {
   TORCH_CHECK(x.scalar_type() == at::kFloat, "x: expected float32, got ", x.scalar_type());
   TORCH_CHECK(x.dim() >= 1, "x: expected at least 1 dimension");
