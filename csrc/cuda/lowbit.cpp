@@ -79,30 +79,56 @@ at::Tensor check_cuda_row_params(const at::Tensor& x, const at::Tensor& scale, c
   return bias;
 }
 
+// Checks shared by both packed linears on CUDA; returns the contiguous bias (undefined
+// when there is none). max_cols: the int8 variant's exact-int32 column limit, or 0.
+at::Tensor check_cuda_linear(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scale,
+                             const at::Tensor& zero, int64_t bits, const std::optional<at::Tensor>& bias,
+                             int64_t max_cols) {
+  bindings::check_bits(bits);
+  TORCH_CHECK(x.is_cuda(), "x: expected a CUDA tensor");
+  bindings::check_linear_input(x);
+  const int64_t cols = x.size(-1);
+  if (max_cols) bindings::check_int8act_cols(cols, max_cols);
+  check_cuda_packed(packed, bits, cols);
+  TORCH_CHECK(packed.device() == x.device(), "packed: expected a tensor on ", x.device());
+  return check_cuda_row_params(x, scale, zero, bias, packed.size(0));
+}
+
+// x as [tokens, C], the other inputs contiguous, and the [tokens, R] output; call under
+// the device guard.
+struct CudaLinearCall {
+  at::Tensor x, packed, scale, zero, out;
+  int64_t ntok, rows, cols;
+  std::vector<int64_t> out_shape;
+};
+
+CudaLinearCall prepare_cuda_linear(const at::Tensor& x_, const at::Tensor& packed_, const at::Tensor& scale_,
+                                   const at::Tensor& zero_) {
+  CudaLinearCall c;
+  c.cols = x_.size(-1);
+  c.rows = packed_.size(0);
+  c.ntok = c10::multiply_integers(x_.sizes().begin(), x_.sizes().end() - 1);
+  c.x = x_.reshape({c.ntok, c.cols}).contiguous();
+  c.packed = aligned_contiguous(packed_);
+  c.scale = scale_.contiguous();
+  c.zero = zero_.contiguous();
+  c.out_shape.assign(x_.sizes().begin(), x_.sizes().end());
+  c.out_shape.back() = c.rows;
+  c.out = at::empty({c.ntok, c.rows}, c.x.options());
+  return c;
+}
+
 at::Tensor lowbit_linear_cuda(const at::Tensor& x_, const at::Tensor& packed_, const at::Tensor& scale_,
                               const at::Tensor& zero_, int64_t bits, const std::optional<at::Tensor>& bias_) {
-  bindings::check_bits(bits);
-  TORCH_CHECK(x_.is_cuda(), "x: expected a CUDA tensor");
-  bindings::check_linear_input(x_);
-  const int64_t cols = x_.size(-1);
-  check_cuda_packed(packed_, bits, cols);
-  TORCH_CHECK(packed_.device() == x_.device(), "packed: expected a tensor on ", x_.device());
-  const int64_t rows = packed_.size(0);
-  const at::Tensor bias = check_cuda_row_params(x_, scale_, zero_, bias_, rows);
+  const at::Tensor bias = check_cuda_linear(x_, packed_, scale_, zero_, bits, bias_, 0);
   c10::cuda::CUDAGuard guard(x_.device());
-  const int64_t ntok = c10::multiply_integers(x_.sizes().begin(), x_.sizes().end() - 1);
-  auto x = x_.reshape({ntok, cols}).contiguous();
-  auto packed = aligned_contiguous(packed_);
-  auto scale = scale_.contiguous(), zero = zero_.contiguous();
-  std::vector<int64_t> out_shape(x_.sizes().begin(), x_.sizes().end());
-  out_shape.back() = rows;
-  auto out = at::empty({ntok, rows}, x.options());
-  auto err = cuda::lowbit_linear(x.const_data_ptr<float>(), packed.const_data_ptr<uint8_t>(),
-                                 scale.const_data_ptr<float>(), zero.const_data_ptr<float>(),
-                                 bias.defined() ? bias.const_data_ptr<float>() : nullptr, ntok, rows, cols,
-                                 int(bits), out.mutable_data_ptr<float>(), c10::cuda::getCurrentCUDAStream());
+  auto c = prepare_cuda_linear(x_, packed_, scale_, zero_);
+  auto err = cuda::lowbit_linear(c.x.const_data_ptr<float>(), c.packed.const_data_ptr<uint8_t>(),
+                                 c.scale.const_data_ptr<float>(), c.zero.const_data_ptr<float>(),
+                                 bias.defined() ? bias.const_data_ptr<float>() : nullptr, c.ntok, c.rows, c.cols,
+                                 int(bits), c.out.mutable_data_ptr<float>(), c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(err == cudaSuccess, "lowbit_linear: CUDA launch failed: ", cudaGetErrorString(err));
-  return out.reshape(out_shape);
+  return c.out.reshape(c.out_shape);
 }
 
 // The zero-point check (integers in [0, 2^bits - 1]) is the Python wrapper's
@@ -110,34 +136,23 @@ at::Tensor lowbit_linear_cuda(const at::Tensor& x_, const at::Tensor& packed_, c
 at::Tensor lowbit_linear_int8act_cuda(const at::Tensor& x_, const at::Tensor& packed_, const at::Tensor& scale_,
                                       const at::Tensor& zero_, int64_t bits,
                                       const std::optional<at::Tensor>& bias_) {
-  bindings::check_bits(bits);
-  TORCH_CHECK(x_.is_cuda(), "x: expected a CUDA tensor");
-  bindings::check_linear_input(x_);
-  const int64_t cols = x_.size(-1);
-  bindings::check_int8act_cols(cols, lowbit::int8act::kMaxCols);
-  check_cuda_packed(packed_, bits, cols);
-  TORCH_CHECK(packed_.device() == x_.device(), "packed: expected a tensor on ", x_.device());
-  const int64_t rows = packed_.size(0);
-  const at::Tensor bias = check_cuda_row_params(x_, scale_, zero_, bias_, rows);
+  const at::Tensor bias =
+      check_cuda_linear(x_, packed_, scale_, zero_, bits, bias_, lowbit::int8act::kMaxCols);
   c10::cuda::CUDAGuard guard(x_.device());
-  const int64_t ntok = c10::multiply_integers(x_.sizes().begin(), x_.sizes().end() - 1);
-  auto x = x_.reshape({ntok, cols}).contiguous();
-  auto packed = aligned_contiguous(packed_);
-  auto scale = scale_.contiguous(), zero = zero_.contiguous();
-  std::vector<int64_t> out_shape(x_.sizes().begin(), x_.sizes().end());
-  out_shape.back() = rows;
-  auto out = at::empty({ntok, rows}, x.options());
-  auto xq = at::empty({ntok, cols}, x.options().dtype(at::kChar));
-  auto qsum = at::empty({ntok}, x.options().dtype(at::kInt));
-  auto sx = at::empty({ntok}, x.options());
-  auto finite = at::empty({ntok}, x.options().dtype(at::kByte));
+  auto c = prepare_cuda_linear(x_, packed_, scale_, zero_);
+  const auto opts = c.x.options();
+  auto xq = at::empty({c.ntok, c.cols}, opts.dtype(at::kChar));
+  auto qsum = at::empty({c.ntok}, opts.dtype(at::kInt));
+  auto sx = at::empty({c.ntok}, opts);
+  auto finite = at::empty({c.ntok}, opts.dtype(at::kByte));
   auto err = cuda::lowbit_linear_int8act(
-      x.const_data_ptr<float>(), packed.const_data_ptr<uint8_t>(), scale.const_data_ptr<float>(),
-      zero.const_data_ptr<float>(), bias.defined() ? bias.const_data_ptr<float>() : nullptr, ntok, rows, cols,
-      int(bits), xq.mutable_data_ptr<int8_t>(), qsum.mutable_data_ptr<int32_t>(), sx.mutable_data_ptr<float>(),
-      finite.mutable_data_ptr<uint8_t>(), out.mutable_data_ptr<float>(), c10::cuda::getCurrentCUDAStream());
+      c.x.const_data_ptr<float>(), c.packed.const_data_ptr<uint8_t>(), c.scale.const_data_ptr<float>(),
+      c.zero.const_data_ptr<float>(), bias.defined() ? bias.const_data_ptr<float>() : nullptr, c.ntok, c.rows,
+      c.cols, int(bits), xq.mutable_data_ptr<int8_t>(), qsum.mutable_data_ptr<int32_t>(),
+      sx.mutable_data_ptr<float>(), finite.mutable_data_ptr<uint8_t>(), c.out.mutable_data_ptr<float>(),
+      c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(err == cudaSuccess, "lowbit_linear_int8act: CUDA launch failed: ", cudaGetErrorString(err));
-  return out.reshape(out_shape);
+  return c.out.reshape(c.out_shape);
 }
 
 }  // namespace
