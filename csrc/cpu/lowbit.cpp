@@ -29,17 +29,20 @@
 namespace ptqx {
 namespace {
 
-// Tokens from which the packed GEMM (lowbit_gemm.h) beats the register GEMV: the GEMV
-// unpacks the weights once per group of up to 8 tokens, the GEMM once in all, so one
-// GEMV pass wins and two lose (measured on znver3, 2 threads, 512x4608 and 4096x4096:
-// benchmarks/RESULTS.md). PTQX_LOWBIT_GEMM_MIN_TOKENS overrides it (read once), for
-// re-tuning on another CPU.
-int64_t gemm_min_tokens() {
-  static const int64_t v = [] {
+// Tokens from which the packed GEMM (lowbit_gemm.h) beats the register GEMV. The GEMV
+// unpacks the weights once per pass of up to 4 tokens, the GEMM once in all; 2-bit codes
+// unpack in two vector ops per 8 weights, 4-bit in four, so 2-bit passes stay cheaper for
+// longer (znver3, 2 threads, cached weights, GEMV vs GEMM ms: 2-bit 4096x4096 12 tokens
+// 3.7 vs 4.1, 24 tokens 6.3 vs 6.7, 512x4608 12 tokens 0.58 vs 0.56; 4-bit 512x4608
+// 8 tokens 0.46 vs 0.51, 9 tokens 0.55 vs 0.51). PTQX_LOWBIT_GEMM_MIN_TOKENS overrides
+// both (read once), for re-tuning on another CPU.
+int64_t gemm_min_tokens(int bits) {
+  static const int64_t over = [] {
     const char* e = std::getenv("PTQX_LOWBIT_GEMM_MIN_TOKENS");
-    return e ? std::max<int64_t>(1, std::atoll(e)) : int64_t{9};
+    return e ? std::max<int64_t>(1, std::atoll(e)) : int64_t{0};
   }();
-  return v;
+  if (over > 0) return over;
+  return bits == 2 ? 13 : 9;
 }
 // fp32 bytes of one dequantized row block: it must stay in cache (L2 + the 32 MB L3)
 // until the GEMM reads it, yet be large enough that the GEMM runs at full speed and
@@ -114,7 +117,7 @@ at::Tensor lowbit_linear_cpu(const at::Tensor& x_, const at::Tensor& packed_, co
   const float* zp = zero.const_data_ptr<float>();
   const float* bp = bias.defined() ? bias.const_data_ptr<float>() : nullptr;
 
-  if (ntok < gemm_min_tokens() || cols == 0) {
+  if (ntok < gemm_min_tokens(ibits) || cols == 0) {
     // Pad x with zeros to whole blocks so the kernel never reads past a row.
     at::Tensor xp = x;
     if (cpad != cols) {
