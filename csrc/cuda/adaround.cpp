@@ -7,6 +7,7 @@
 #include <torch/library.h>
 
 #include "ptqx/bindings/adaround_checks.h"
+#include "ptqx/bindings/device_checks.h"
 #include "ptqx/cuda/adaround.h"
 
 namespace ptqx {
@@ -14,8 +15,8 @@ namespace {
 
 void check_cuda_args(const at::Tensor& w_floor, const at::Tensor& alpha, const at::Tensor& scale,
                      const at::Tensor& zero, int64_t maxq, double beta) {
-  TORCH_CHECK(alpha.is_cuda() && w_floor.is_cuda() && scale.is_cuda() && zero.is_cuda(),
-              "w_floor/alpha/scale/zero: expected CUDA tensors");
+  bindings::check_cuda_same_device(
+      {{"alpha", &alpha}, {"w_floor", &w_floor}, {"scale", &scale}, {"zero", &zero}});
   bindings::check_alpha(alpha);
   TORCH_CHECK(w_floor.scalar_type() == alpha.scalar_type() && w_floor.sizes() == alpha.sizes(),
               "w_floor: expected the dtype and shape of alpha");
@@ -56,8 +57,9 @@ at::Tensor adaround_backward_cuda(const at::Tensor& grad_w_, const at::Tensor& g
                                   const at::Tensor& alpha_, const at::Tensor& scale_, const at::Tensor& zero_,
                                   int64_t maxq, double beta) {
   check_cuda_args(w_floor_, alpha_, scale_, zero_, maxq, beta);
-  TORCH_CHECK(grad_w_.is_cuda() && grad_w_.scalar_type() == alpha_.scalar_type() && grad_w_.sizes() == alpha_.sizes(),
-              "grad_w: expected a CUDA tensor with the dtype and shape of alpha");
+  bindings::check_cuda_same_device({{"alpha", &alpha_}, {"grad_w", &grad_w_}});
+  TORCH_CHECK(grad_w_.scalar_type() == alpha_.scalar_type() && grad_w_.sizes() == alpha_.sizes(),
+              "grad_w: expected the dtype and shape of alpha");
   bindings::check_grad_reg(grad_reg_);
   c10::cuda::CUDAGuard guard(alpha_.device());
   auto grad_w = grad_w_.contiguous(), w_floor = w_floor_.contiguous(), alpha = alpha_.contiguous();

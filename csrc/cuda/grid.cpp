@@ -8,6 +8,7 @@
 
 #include <tuple>
 
+#include "ptqx/bindings/device_checks.h"
 #include "ptqx/bindings/grid_checks.h"
 #include "ptqx/cuda/grid.h"
 #include "ptqx/cuda/launch.h"
@@ -16,7 +17,7 @@ namespace ptqx {
 namespace {
 
 void check_cuda_wsz(const at::Tensor& w, const at::Tensor& scale, const at::Tensor& zero, int64_t maxq) {
-  TORCH_CHECK(w.is_cuda() && scale.is_cuda() && zero.is_cuda(), "w/scale/zero: expected CUDA tensors");
+  bindings::check_cuda_same_device({{"w", &w}, {"scale", &scale}, {"zero", &zero}});
   bindings::check_wsz(w, scale, zero, maxq);
 }
 

@@ -9,6 +9,7 @@
 
 #include <tuple>
 
+#include "ptqx/bindings/device_checks.h"
 #include "ptqx/bindings/lira_checks.h"
 #include "ptqx/cuda/lira.h"
 
@@ -16,7 +17,7 @@ namespace ptqx {
 namespace {
 
 std::tuple<at::Tensor, at::Tensor> lira_loo_stats_cuda_op(const at::Tensor& ref_, const at::Tensor& keep_) {
-  TORCH_CHECK(ref_.is_cuda() && keep_.is_cuda(), "ref_scores/keep: expected CUDA tensors");
+  bindings::check_cuda_same_device({{"ref_scores", &ref_}, {"keep", &keep_}});
   bindings::check_loo_stats(ref_, keep_);
   TORCH_CHECK(ref_.size(0) <= cuda::kLiraMaxModels, "ref_scores: the CUDA kernel handles at most ",
               cuda::kLiraMaxModels, " models (dim 0), got ", ref_.size(0));

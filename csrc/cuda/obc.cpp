@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <tuple>
 
+#include "ptqx/bindings/device_checks.h"
 #include "ptqx/bindings/obc_checks.h"
 #include "ptqx/cuda/obc.h"
 
@@ -20,8 +21,8 @@ namespace {
 std::tuple<at::Tensor, at::Tensor> run_cuda(const at::Tensor& weight_, const at::Tensor& hinv_,
                                             const at::Tensor& scale_, const at::Tensor& zero_,
                                             int64_t maxq, bool with_order) {
-  TORCH_CHECK(weight_.is_cuda() && hinv_.is_cuda() && scale_.is_cuda() && zero_.is_cuda(),
-              "weight/hinv/scale/zero: expected CUDA tensors on one device");
+  bindings::check_cuda_same_device(
+      {{"weight", &weight_}, {"hinv", &hinv_}, {"scale", &scale_}, {"zero", &zero_}});
   bindings::check_obc(weight_, hinv_, scale_, zero_, maxq);
   const int64_t rows = weight_.size(0), cols = weight_.size(1);
   c10::cuda::CUDAGuard guard(weight_.device());
