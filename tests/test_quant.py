@@ -431,6 +431,42 @@ def test_pack_matches_fake_quant(digits_model, calib, bits):
         torch.testing.assert_close(pm(x[0]), qm(x[0]), rtol=1e-5, atol=1e-5)  # unbatched
 
 
+@pytest.mark.parametrize("bits", [4, 2, 1.58])
+def test_pack_int8_activations_opt_in(digits_model, calib, bits):
+    q = ptqx.quantize(digits_model, method="gptq", bits=bits, calib=calib)
+    exact, fast = pack(q), pack(q, int8_activations=True)
+    assert not exact.fc.int8_activations and fast.fc.int8_activations
+    assert "int8_activations=True" in repr(fast.fc)
+    fc = fast.fc
+    x = torch.randn(9, fc.in_features, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        # The layer runs the int8-activation op (bit for bit), not the exact one ...
+        want = ptqx.ops.lowbit_linear_int8act(
+            x, fc.packed, fc.scale, fc.zero, fc.pack_bits, fc.bias
+        )
+        assert torch.equal(fc(x), want)
+        assert not torch.equal(fc(x), exact.fc(x))
+        # ... whose error is that of int8 activations: small against the logits' size,
+        # and the predicted digits stay the same.
+        y_fast, y_exact = fast(calib), exact(calib)
+        rel = (y_fast - y_exact).norm() / y_exact.norm()
+        assert 0 < rel < 0.01, rel  # measured 0.3-0.4%
+        agree = (y_fast.argmax(1) == y_exact.argmax(1)).float().mean()
+        assert agree >= 0.98, agree
+
+
+def test_pack_int8_activations_rejects_fractional_zero():
+    torch.manual_seed(0)
+    mlp = _MLP().eval()
+    q = ptqx.quantize(mlp, method="rtn", bits=2)
+    q.fc2.ptqx_quant.zero[3] = 1.5  # hand-edited grid: not an integer zero point
+    before = q.fc1
+    with pytest.raises(ValueError, match=r"layer 'fc2': int8_activations: .*1\.5 at row 3"):
+        pack(q, inplace=True, int8_activations=True)
+    assert q.fc1 is before and not isinstance(q.fc1, PackedLinear)  # nothing replaced
+    assert isinstance(pack(q).fc2, PackedLinear)  # the exact path takes any zero point
+
+
 def test_pack_leaves_8bit_and_rejects_float(digits_model):
     q = ptqx.quantize(digits_model, method="rtn", bits=8)
     assert isinstance(pack(q).fc, nn.Linear)

@@ -5,6 +5,12 @@ layout (4 bits; 2 bits; 1.58-bit ternary, stored in the 2-bit layout) by a
 :class:`PackedLinear` holding only the packed codes, scale, zero and bias. Its output is
 ``F.linear(x, scale * (codes - zero), bias)``: the fake-quant model's output, without
 ever storing the float weight. Conv2d layers and 8/3-bit Linear layers stay as they are.
+
+``pack(qmodel, int8_activations=True)`` opts in to ``ptqx.ops.lowbit_linear_int8act``
+instead: each token's activations are quantized to int8 (dynamic per-token absmax)
+before the product. That is faster at small batches but CHANGES THE MODEL (about 1%
+relative output error per layer), so the audit never uses it; it needs integer zero
+points, as every ptqx quantizer produces (checked once, at pack time).
 """
 
 from __future__ import annotations
@@ -29,11 +35,23 @@ class PackedLinear(nn.Module):
     Args:
         qweight: the layer's :class:`QuantizedWeight` (codes uint8 [R, C]; bits 4, 2 or 1.58).
         bias: float32 [R] or None.
+        int8_activations: run ``ops.lowbit_linear_int8act`` (int8 per-token activations:
+            a different, approximate model) instead of the exact ``ops.lowbit_linear``.
 
     Input ``[..., C]`` float32, output ``[..., R]`` float32.
+
+    Raises:
+        ValueError: bits without a packed layout, codes not 2-D, or (with
+            ``int8_activations``) zero points that are not integers in [0, 2^bits - 1].
     """
 
-    def __init__(self, qweight: QuantizedWeight, bias: torch.Tensor | None = None):
+    def __init__(
+        self,
+        qweight: QuantizedWeight,
+        bias: torch.Tensor | None = None,
+        *,
+        int8_activations: bool = False,
+    ):
         super().__init__()
         if qweight.bits not in PACK_BITS:
             raise ValueError(
@@ -48,6 +66,9 @@ class PackedLinear(nn.Module):
         self.pack_bits = PACK_BITS[qweight.bits]
         self.maxq = qweight.maxq
         self.method = qweight.method
+        self.int8_activations = bool(int8_activations)
+        if self.int8_activations:
+            _check_int8act_zero(qweight.zero, (1 << self.pack_bits) - 1)
         self.register_buffer("packed", ops.pack_weights(qweight.codes, self.pack_bits))
         self.register_buffer("scale", qweight.scale.detach().clone())
         self.register_buffer("zero", qweight.zero.detach().clone())
@@ -61,23 +82,44 @@ class PackedLinear(nn.Module):
         return QuantizedWeight(codes, self.scale, self.zero, self.bits, self.maxq, self.method)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ops.lowbit_linear(x, self.packed, self.scale, self.zero, self.pack_bits, self.bias)
+        linear = ops.lowbit_linear_int8act if self.int8_activations else ops.lowbit_linear
+        return linear(x, self.packed, self.scale, self.zero, self.pack_bits, self.bias)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, bias={self.bias is not None}"
+        extra = ", int8_activations=True" if self.int8_activations else ""
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bits={self.bits}, bias={self.bias is not None}{extra}"
+        )
 
 
-def pack(qmodel: nn.Module, *, inplace: bool = False) -> nn.Module:
+def _check_int8act_zero(zero: torch.Tensor, maxq: int) -> None:
+    """Once, at pack time: the int8 kernel needs integer zero points in [0, maxq]."""
+    ok = (zero == zero.round()) & (zero >= 0) & (zero <= maxq)
+    if zero.numel() and not bool(ok.all()):
+        bad = int((~ok).nonzero()[0, 0])
+        raise ValueError(
+            f"int8_activations: needs integer zero points in [0, {maxq}], got "
+            f"{float(zero[bad])} at row {bad} (pack this model with int8_activations=False)"
+        )
+
+
+def pack(qmodel: nn.Module, *, inplace: bool = False, int8_activations: bool = False) -> nn.Module:
     """Replace quantized Linear layers (4, 2, 1.58 bits) by :class:`PackedLinear`.
 
     Args:
         qmodel: a model returned by ``ptqx.quantize``.
         inplace: modify ``qmodel`` instead of a deep copy.
+        int8_activations: opt in to int8 per-token activations in every packed layer
+            (``ops.lowbit_linear_int8act``): faster at small batches, but a different
+            model, so never for the audit. Default: the exact fake-quant product.
     Returns:
-        The packed model (same outputs as ``qmodel`` up to float summation order of the
-        native kernel).
+        The packed model (by default the same outputs as ``qmodel`` up to the float
+        summation order of the native kernel).
     Raises:
-        ValueError: ``qmodel`` has no quantized layer.
+        ValueError: ``qmodel`` has no quantized layer; with ``int8_activations``, a layer
+            whose zero points are not integers (the message names the layer). Nothing is
+            replaced then, even with ``inplace=True``.
     """
     model = qmodel if inplace else copy.deepcopy(qmodel)
     targets = []
@@ -94,8 +136,17 @@ def pack(qmodel: nn.Module, *, inplace: bool = False) -> nn.Module:
         raise ValueError(
             "qmodel: no quantized layer found (pass a model returned by ptqx.quantize)"
         )
+    # Build every replacement before installing any, so a refused layer leaves the
+    # model untouched.
+    replacements = []
     for name, mod, qw in targets:
-        packed = PackedLinear(qw, mod.bias)
+        try:
+            replacements.append(
+                (name, PackedLinear(qw, mod.bias, int8_activations=int8_activations))
+            )
+        except ValueError as e:
+            raise ValueError(f"layer {name!r}: {e}") from None
+    for name, packed in replacements:
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, attr, packed)
