@@ -461,7 +461,9 @@ def test_pack_int8_activations_rejects_fractional_zero():
     q = ptqx.quantize(mlp, method="rtn", bits=2)
     q.fc2.ptqx_quant.zero[3] = 1.5  # hand-edited grid: not an integer zero point
     before = q.fc1
-    with pytest.raises(ValueError, match=r"layer 'fc2': int8_activations: .*1\.5 at row 3"):
+    with pytest.raises(
+        ValueError, match=r"layer 'fc2' \(int8_activations=True\): zero: .*1\.5 at row 3"
+    ):
         pack(q, inplace=True, int8_activations=True)
     assert q.fc1 is before and not isinstance(q.fc1, PackedLinear)  # nothing replaced
     assert isinstance(pack(q).fc2, PackedLinear)  # the exact path takes any zero point

@@ -37,6 +37,23 @@ def check_bits(bits: object) -> int:
     return bits
 
 
+def check_int8act_zero(zero: torch.Tensor, bits: int) -> None:
+    """``zero`` must hold integers in [0, 2^bits - 1]: the int8-activation product is
+    exact integer arithmetic, ``sum code * xq - int(zero) * sum xq``.
+
+    Raises:
+        ValueError: naming the first row that is not.
+    """
+    maxq = (1 << bits) - 1
+    ok = (zero == zero.round()) & (zero >= 0) & (zero <= maxq)
+    if zero.numel() and not bool(ok.all()):
+        bad = int((~ok).nonzero()[0, 0])
+        raise ValueError(
+            f"zero: lowbit_linear_int8act needs integer values in [0, {maxq}] for "
+            f"bits={bits}, got {float(zero[bad])} at row {bad}"
+        )
+
+
 def packed_row_bytes(cols: int, bits: int) -> int:
     """Bytes per packed row: ``32 * ceil(cols / (256 // bits))``."""
     check_bits(bits)
@@ -212,15 +229,8 @@ def lowbit_linear_int8act(
         check_tensor(
             name, v, dtypes=(torch.float32,), shape=(rows,), device=x.device, finite=not native_cpu
         )
-    if not native_cpu and rows:
-        maxq = (1 << bits) - 1
-        ok = (zero == zero.round()) & (zero >= 0) & (zero <= maxq)
-        if not bool(ok.all()):
-            bad = int((~ok).nonzero()[0, 0])
-            raise ValueError(
-                f"zero: lowbit_linear_int8act needs integer values in [0, {maxq}] for "
-                f"bits={bits}, got {float(zero[bad])} at row {bad}"
-            )
+    if not native_cpu:
+        check_int8act_zero(zero, bits)
     if bias is not None:
         check_tensor("bias", bias, dtypes=(torch.float32,), shape=(rows,), device=x.device)
         bias = bias.contiguous()

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ptqx import ops
+from ptqx.ops.lowbit import check_int8act_zero
 
 from .layers import QUANT_ATTR
 from .spec import QuantizedWeight
@@ -68,7 +69,8 @@ class PackedLinear(nn.Module):
         self.method = qweight.method
         self.int8_activations = bool(int8_activations)
         if self.int8_activations:
-            _check_int8act_zero(qweight.zero, (1 << self.pack_bits) - 1)
+            # Once here rather than on every forward call (the op checks it too).
+            check_int8act_zero(qweight.zero, self.pack_bits)
         self.register_buffer("packed", ops.pack_weights(qweight.codes, self.pack_bits))
         self.register_buffer("scale", qweight.scale.detach().clone())
         self.register_buffer("zero", qweight.zero.detach().clone())
@@ -90,17 +92,6 @@ class PackedLinear(nn.Module):
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"bits={self.bits}, bias={self.bias is not None}{extra}"
-        )
-
-
-def _check_int8act_zero(zero: torch.Tensor, maxq: int) -> None:
-    """Once, at pack time: the int8 kernel needs integer zero points in [0, maxq]."""
-    ok = (zero == zero.round()) & (zero >= 0) & (zero <= maxq)
-    if zero.numel() and not bool(ok.all()):
-        bad = int((~ok).nonzero()[0, 0])
-        raise ValueError(
-            f"int8_activations: needs integer zero points in [0, {maxq}], got "
-            f"{float(zero[bad])} at row {bad} (pack this model with int8_activations=False)"
         )
 
 
@@ -145,7 +136,7 @@ def pack(qmodel: nn.Module, *, inplace: bool = False, int8_activations: bool = F
                 (name, PackedLinear(qw, mod.bias, int8_activations=int8_activations))
             )
         except ValueError as e:
-            raise ValueError(f"layer {name!r}: {e}") from None
+            raise ValueError(f"layer {name!r} (int8_activations=True): {e}") from None
     for name, packed in replacements:
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
