@@ -18,7 +18,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdlib>
 #include <vector>
 
@@ -90,17 +89,8 @@ at::Tensor lowbit_linear_cpu(const at::Tensor& x_, const at::Tensor& packed_, co
   const int64_t rows = packed_.size(0);
   const at::Tensor bias = bindings::check_row_params(scale_, zero_, bias_, rows);
   auto packed = packed_.contiguous(), scale = scale_.contiguous(), zero = zero_.contiguous();
-  {
-    const float* s = scale.const_data_ptr<float>();
-    const float* z = zero.const_data_ptr<float>();
-    int64_t bad_s = 0, bad_z = 0;
-    for (int64_t r = 0; r < rows; ++r) {
-      bad_s += !std::isfinite(s[r]);
-      bad_z += !std::isfinite(z[r]);
-    }
-    TORCH_CHECK_VALUE(bad_s == 0, "scale: contains ", bad_s, " NaN/Inf value(s)");
-    TORCH_CHECK_VALUE(bad_z == 0, "zero: contains ", bad_z, " NaN/Inf value(s)");
-  }
+  bindings::check_finite_rows("scale", scale.const_data_ptr<float>(), rows);
+  bindings::check_finite_rows("zero", zero.const_data_ptr<float>(), rows);
   // Product of the leading dims (reshape({-1, 0}) is ambiguous when C == 0).
   const int64_t ntok = c10::multiply_integers(x_.sizes().begin(), x_.sizes().end() - 1);
   auto x = x_.reshape({ntok, cols}).contiguous();

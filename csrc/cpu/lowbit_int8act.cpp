@@ -6,7 +6,6 @@
 #include <c10/util/accumulate.h>
 #include <torch/library.h>
 
-#include <cmath>
 #include <vector>
 
 #include "ptqx/bindings/lowbit_checks.h"
@@ -28,12 +27,8 @@ at::Tensor lowbit_linear_int8act_cpu(const at::Tensor& x_, const at::Tensor& pac
   auto packed = packed_.contiguous(), scale = scale_.contiguous(), zero = zero_.contiguous();
   const float* sp = scale.const_data_ptr<float>();
   const float* zp = zero.const_data_ptr<float>();
-  {
-    int64_t bad_s = 0;
-    for (int64_t r = 0; r < rows; ++r) bad_s += !std::isfinite(sp[r]);
-    TORCH_CHECK_VALUE(bad_s == 0, "scale: contains ", bad_s, " NaN/Inf value(s)");
-    bindings::check_int8act_zero(zp, rows, bits);
-  }
+  bindings::check_finite_rows("scale", sp, rows);
+  bindings::check_int8act_zero(zp, rows, bits);
   const int64_t ntok = c10::multiply_integers(x_.sizes().begin(), x_.sizes().end() - 1);
   auto x = x_.reshape({ntok, cols}).contiguous();
   std::vector<int64_t> out_shape(x_.sizes().begin(), x_.sizes().end());

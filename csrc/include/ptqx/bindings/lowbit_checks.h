@@ -82,6 +82,14 @@ inline void check_int8act_cols(int64_t cols, int64_t max_cols) {
 
 // lowbit_linear_int8act subtracts zero[r] * sum(xq) in int32: zero (host float32 [rows])
 // must hold integers in [0, 2^bits - 1].
+// The CPU bindings' finiteness check of a per-row parameter (scale, zero): one O(R) loop,
+// cheaper on a small layer than the tensor ops the Python wrapper would otherwise run.
+inline void check_finite_rows(const char* name, const float* v, int64_t rows) {
+  int64_t bad = 0;
+  for (int64_t r = 0; r < rows; ++r) bad += !std::isfinite(v[r]);
+  TORCH_CHECK_VALUE(bad == 0, name, ": contains ", bad, " NaN/Inf value(s)");
+}
+
 inline void check_int8act_zero(const float* zero, int64_t rows, int64_t bits) {
   const float maxq = static_cast<float>((int64_t{1} << bits) - 1);
   for (int64_t r = 0; r < rows; ++r) {
