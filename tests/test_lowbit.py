@@ -100,6 +100,12 @@ LINEAR_CASES = [
     ((3, 11), 33, 513),
     ((40,), 37, 700),
     ((400,), 20, 300),
+    # Layers with >= 512 rows copy x into micro-tile order first: a few tokens with a
+    # short last tile; and two M blocks whose outputs per thread overflow L2, so panels
+    # run in groups of 4 with a ragged last group, a 2-row last panel and a K block of
+    # 9 columns (8 transposed in registers + 1 copied singly).
+    ((20,), 512, 300),
+    ((700,), 530, 777),
     ((0,), 5, 20),
     ((4,), 0, 20),
     ((3,), 6, 0),

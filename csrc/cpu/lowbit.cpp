@@ -2,7 +2,7 @@
 // csrc/include/ptqx/lowbit.h).
 //
 // lowbit_linear picks one of two paths by batch size (tokens = x.numel() / C):
-// - few tokens: a GEMV that streams the packed bytes once per group of up to 8 tokens
+// - few tokens: a GEMV that streams the packed bytes once per group of up to 4 tokens
 //   and unpacks in registers (memory-bound regime: 8-16x fewer weight bytes than fp32);
 // - many tokens: a GEMM whose weight-panel packing step is the dequantization
 //   (csrc/include/ptqx/lowbit_gemm.h; compute-bound regime: same FLOPs as fp32, each

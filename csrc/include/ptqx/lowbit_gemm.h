@@ -13,14 +13,27 @@
 //
 // Blocking (znver3: 32 KiB L1d, 512 KiB L2 per core, 32 MiB L3):
 // - kKC = 256 columns per K block: a weight panel (256 x 16 floats = 16 KiB) stays in
-//   L1 while the micro-kernel broadcasts x straight from six token rows (x is not
-//   copied into a packed layout: that transposing copy cost 13% of a 256-token call on
-//   the small CIFAR layers, more than the strided broadcasts do);
+//   L1 while the micro-kernel broadcasts x;
 // - up to kMaxMC = 384 tokens per M block: their K block of x (<= 384 x 256 floats)
-//   stays in L2 across all of a thread's panels, and each weight is dequantized once per
-//   M block (once in all for <= 384 tokens);
+//   stays in L2 across a group of panels, and each weight is dequantized once per M
+//   block (once in all for <= 384 tokens);
+// - kGroupPanels = 4 panels per group, all K blocks of a group before the next group
+//   (unless a thread's outputs fit in kOutputL2Bytes: then its panels form one group):
+//   the group's outputs (tokens x 64 floats, 64 KiB at 256 tokens) stay in L2 between K
+//   blocks. Sweeping every panel per K block instead re-read and re-wrote all of a
+//   thread's outputs from L3 once per K block (4 MiB per thread at 4096 rows and 256
+//   tokens), and those misses stalled the micro-kernel's final read-modify-write;
+//   the micro-kernel also prefetches its output tile when it starts;
+// - x is copied once per M block into micro-tile order ([K block][6-token tile][k][6])
+//   when the layer has >= kPackXMinRows rows, so that the micro-kernel reads A as one
+//   contiguous stream; smaller layers broadcast x straight from the six token rows,
+//   because there the copy (paid once per x element, amortised over `rows` FMAs) costs
+//   more than it saves. Measured (znver3, 2 threads, 256 tokens, A/B against the
+//   previous version of this header, identical outputs): 4096x4096 2-bit 144-161 ->
+//   176-185 GFLOP/s, 11008x4096 4-bit 130-140 -> 176-183 (the two cores' FMA peak is
+//   about 195; MKL's fp32 sgemm reaches 140-160 on these shapes);
 // - threads own disjoint 16-row panels (output columns), so they never write the same
-//   cache line and need no barrier.
+//   cache line; the only barrier is after the shared copy of x.
 // Rounding: each weight is the float scale * (code - zero), exactly the fake-quant value
 // the reference dequantizes, and the K blocks are accumulated in order, so the result is
 // a valid fp32 dot product (only the summation order differs from F.linear).
@@ -30,6 +43,7 @@
 
 #ifdef PTQX_LOWBIT_AVX2
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 
@@ -43,6 +57,13 @@ constexpr int kMR = 6;           // tokens per micro-tile
 constexpr int kNR = 16;          // weight rows (output columns) per micro-tile
 constexpr int64_t kKC = 256;     // columns per K block: a multiple of 128 (2-bit) and 64 (4-bit)
 constexpr int64_t kMaxMC = 384;  // tokens per M block (multiple of kMR)
+constexpr int64_t kGroupPanels = 4;
+constexpr int64_t kOutputL2Bytes = 256 << 10;  // half of a znver3 core's L2
+constexpr int64_t kPackXMinRows = 512;
+// Floats per packed 6-token tile of one K block; the 8 spare floats absorb the
+// overlapping 8-lane stores of pack_x_tile, so tiles packed by different threads never
+// touch each other's floats.
+constexpr int64_t kXTileFloats = kKC * kMR + 8;
 
 // Padded column count of a packed row (whole 32-byte blocks).
 inline int64_t padded_cols(int64_t cols, int bits) {
@@ -111,10 +132,37 @@ inline void pack_weight_panel(const uint8_t* packed, int64_t rb, int64_t n0, int
   }
 }
 
+// dst[k * 6 + t] = src[t][k] for k < kc, t < 6: one K block of a 6-token tile in the
+// order the micro-kernel reads it. Eight columns at a time: load 8 floats of each token
+// row (rows 6 and 7 are zero), transpose 8x8 in registers, and store the 6 useful lanes
+// of each column with an 8-lane store that the next column's store partly overwrites
+// (the last store of a tile spills 2 floats into its kXTileFloats slack).
+inline void pack_x_tile(const float* const* src, int64_t kc, float* dst) {
+  int64_t k = 0;
+  for (; k + 8 <= kc; k += 8) {
+    __m256i t[8];
+    for (int i = 0; i < kMR; ++i) t[i] = _mm256_castps_si256(_mm256_loadu_ps(src[i] + k));
+    t[6] = t[7] = _mm256_setzero_si256();
+    transpose8(t);
+    for (int l = 0; l < 8; ++l) _mm256_storeu_ps(dst + (k + l) * kMR, _mm256_castsi256_ps(t[l]));
+  }
+  for (; k < kc; ++k)
+    for (int i = 0; i < kMR; ++i) dst[k * kMR + i] = src[i][k];
+}
+
 // c[i*ldc + j] (i < mv tokens, j < nv rows) = (first ? bias[j] (or 0) : c[i*ldc + j])
-//                                            + sum_k a[k*6 + i] * b[k*16 + j].
+//                                            + sum_k A(i, k) * b[k*16 + j],
+// A(i, k) = a[0][k*6 + i] when PackedX (a pack_x_tile tile), else a[i][k] (token rows).
+template <bool PackedX>
 inline void micro_6x16(int64_t kc, const float* const* a, const float* b, float* c, int64_t ldc,
                        int mv, int nv, bool first, const float* bias) {
+  // The tile was last written one K block ago and may have left L1: start its fetch now,
+  // ~1500 cycles before the read-modify-write below needs it.
+  if (!first)
+    for (int i = 0; i < mv; ++i) {
+      _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + kNR - 1), _MM_HINT_T0);
+    }
   const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
   __m256 acc[kMR][2];
   for (int i = 0; i < kMR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
@@ -123,7 +171,7 @@ inline void micro_6x16(int64_t kc, const float* const* a, const float* b, float*
     const __m256 b0 = _mm256_loadu_ps(b + k * kNR), b1 = _mm256_loadu_ps(b + k * kNR + 8);
     const float* ak[kMR] = {a0 + k, a1 + k, a2 + k, a3 + k, a4 + k, a5 + k};
     for (int i = 0; i < kMR; ++i) {
-      const __m256 av = _mm256_broadcast_ss(ak[i]);
+      const __m256 av = _mm256_broadcast_ss(PackedX ? a0 + k * kMR + i : ak[i]);
       acc[i][0] = _mm256_fmadd_ps(av, b0, acc[i][0]);
       acc[i][1] = _mm256_fmadd_ps(av, b1, acc[i][1]);
     }
@@ -157,36 +205,69 @@ inline void gemm(const uint8_t* packed, int64_t rows, int64_t cols, const float*
                  const float* zero, const float* bias, const float* x, int64_t ldx, int64_t m,
                  float* y, int64_t ldy) {
   const int64_t rb = row_bytes(cols, BITS), kpad = padded_cols(cols, BITS);
-  const int64_t npanels = (rows + kNR - 1) / kNR;
+  const int64_t npanels = (rows + kNR - 1) / kNR, nkb = (kpad + kKC - 1) / kKC;
   // M blocks of equal size (a multiple of 6) so that no block is a sliver that would pay
   // a whole pass of weight dequantization for a few tokens.
   const int64_t nmc = (m + kMaxMC - 1) / kMaxMC;
   const int64_t mc_step = ((m + nmc - 1) / nmc + kMR - 1) / kMR * kMR;
+  const bool pack_x = rows >= kPackXMinRows;
+  std::unique_ptr<float[]> xbuf;
+  if (pack_x) xbuf.reset(new float[static_cast<size_t>(nkb * (mc_step / kMR) * kXTileFloats)]);
   for (int64_t m0 = 0; m0 < m; m0 += mc_step) {
     const int64_t mc = std::min(mc_step, m - m0), mpanels = (mc + kMR - 1) / kMR;
     float* yblock = y + m0 * ldy;
+    // Token row t of micro-tile i; a short last tile repeats its last token (its extra
+    // results are discarded by the micro-kernel's partial store).
+    auto token_row = [&](int64_t i, int t) {
+      const int mv = static_cast<int>(std::min<int64_t>(kMR, mc - i * kMR));
+      return x + (m0 + i * kMR + std::min(t, mv - 1)) * ldx;
+    };
 #pragma omp parallel if (npanels > 1 && mc * rows * kpad > (int64_t{1} << 18))
     {
-      int64_t p0 = 0, p1 = npanels;
+      int64_t p0 = 0, p1 = npanels, tid = 0, nth = 1;
 #ifdef _OPENMP
-      const int64_t nth = omp_get_num_threads(), tid = omp_get_thread_num();
+      nth = omp_get_num_threads();
+      tid = omp_get_thread_num();
       p0 = npanels * tid / nth;
       p1 = npanels * (tid + 1) / nth;
 #endif
+      if (pack_x) {
+        for (int64_t job = tid; job < nkb * mpanels; job += nth) {
+          const int64_t kb = job / mpanels, i = job % mpanels, k0 = kb * kKC;
+          const float* src[kMR];
+          for (int t = 0; t < kMR; ++t) src[t] = token_row(i, t) + k0;
+          pack_x_tile(src, std::max<int64_t>(0, std::min(kKC, cols - k0)), xbuf.get() + job * kXTileFloats);
+        }
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+      }
       alignas(64) float bp[kKC * kNR];
-      for (int64_t k0 = 0; k0 < kpad; k0 += kKC) {
-        // Only real columns are summed: the panel's padding columns are never read.
-        const int64_t kc = std::min(kKC, kpad - k0), kreal = std::min(kc, cols - k0);
-        for (int64_t p = p0; p < p1; ++p) {
-          const int64_t n0 = p * kNR;
-          const int nv = static_cast<int>(std::min<int64_t>(kNR, rows - n0));
-          pack_weight_panel<BITS>(packed, rb, n0, nv, k0, kc, scale, zero, bp);
-          for (int64_t i = 0; i < mpanels; ++i) {
-            const int mv = static_cast<int>(std::min<int64_t>(kMR, mc - i * kMR));
-            const float* a[kMR];
-            for (int t = 0; t < kMR; ++t) a[t] = x + (m0 + i * kMR + std::min(t, mv - 1)) * ldx + k0;
-            micro_6x16(kreal, a, bp, yblock + i * kMR * ldy + n0, ldy, mv, nv, k0 == 0,
-                       bias ? bias + n0 : nullptr);
+      // A thread whose outputs fit in L2 anyway sweeps all its panels per K block, so
+      // x's K block is read once instead of once per group.
+      const int64_t group = mc * (p1 - p0) * kNR * 4 <= kOutputL2Bytes ? p1 - p0 : kGroupPanels;
+      for (int64_t g0 = p0; g0 < p1; g0 += group) {
+        const int64_t g1 = std::min(g0 + group, p1);
+        for (int64_t k0 = 0; k0 < kpad; k0 += kKC) {
+          // Only real columns are summed: the panel's padding columns are never read.
+          const int64_t kc = std::min(kKC, kpad - k0), kreal = std::min(kc, cols - k0);
+          for (int64_t p = g0; p < g1; ++p) {
+            const int64_t n0 = p * kNR;
+            const int nv = static_cast<int>(std::min<int64_t>(kNR, rows - n0));
+            pack_weight_panel<BITS>(packed, rb, n0, nv, k0, kc, scale, zero, bp);
+            for (int64_t i = 0; i < mpanels; ++i) {
+              const int mv = static_cast<int>(std::min<int64_t>(kMR, mc - i * kMR));
+              float* c = yblock + i * kMR * ldy + n0;
+              const float* b = bias ? bias + n0 : nullptr;
+              const float* a[kMR];
+              if (pack_x) {
+                std::fill(a, a + kMR, xbuf.get() + ((k0 / kKC) * mpanels + i) * kXTileFloats);
+                micro_6x16<true>(kreal, a, bp, c, ldy, mv, nv, k0 == 0, b);
+              } else {
+                for (int t = 0; t < kMR; ++t) a[t] = token_row(i, t) + k0;
+                micro_6x16<false>(kreal, a, bp, c, ldy, mv, nv, k0 == 0, b);
+              }
+            }
           }
         }
       }
