@@ -45,7 +45,7 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <memory>
+#include <vector>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -199,6 +199,16 @@ inline void micro_6x16(int64_t kc, const float* const* a, const float* b, float*
     }
 }
 
+// At least n floats for the copy of x, kept per calling thread and grown on demand (at
+// most kMaxMC x padded columns, ~6 MiB at 4096 columns): a fresh allocation per call
+// page-faulted again in every call (80 minor faults per call at 512x4608 and 256 tokens,
+// mean 9.2 ms per call against 8.3 ms with this buffer, same session).
+inline float* x_scratch(size_t n) {
+  static thread_local std::vector<float> buf;
+  if (buf.size() < n) buf.resize(n);
+  return buf.data();
+}
+
 // y[t*ldy + r] for t < m tokens, r < rows. x: m rows of ldx floats (real columns `cols`).
 template <int BITS>
 inline void gemm(const uint8_t* packed, int64_t rows, int64_t cols, const float* scale,
@@ -211,8 +221,7 @@ inline void gemm(const uint8_t* packed, int64_t rows, int64_t cols, const float*
   const int64_t nmc = (m + kMaxMC - 1) / kMaxMC;
   const int64_t mc_step = ((m + nmc - 1) / nmc + kMR - 1) / kMR * kMR;
   const bool pack_x = rows >= kPackXMinRows;
-  std::unique_ptr<float[]> xbuf;
-  if (pack_x) xbuf.reset(new float[static_cast<size_t>(nkb * (mc_step / kMR) * kXTileFloats)]);
+  float* xbuf = pack_x ? x_scratch(static_cast<size_t>(nkb * (mc_step / kMR) * kXTileFloats)) : nullptr;
   for (int64_t m0 = 0; m0 < m; m0 += mc_step) {
     const int64_t mc = std::min(mc_step, m - m0), mpanels = (mc + kMR - 1) / kMR;
     float* yblock = y + m0 * ldy;
@@ -236,7 +245,7 @@ inline void gemm(const uint8_t* packed, int64_t rows, int64_t cols, const float*
           const int64_t kb = job / mpanels, i = job % mpanels, k0 = kb * kKC;
           const float* src[kMR];
           for (int t = 0; t < kMR; ++t) src[t] = token_row(i, t) + k0;
-          pack_x_tile(src, std::max<int64_t>(0, std::min(kKC, cols - k0)), xbuf.get() + job * kXTileFloats);
+          pack_x_tile(src, std::max<int64_t>(0, std::min(kKC, cols - k0)), xbuf + job * kXTileFloats);
         }
 #ifdef _OPENMP
 #pragma omp barrier
@@ -261,7 +270,7 @@ inline void gemm(const uint8_t* packed, int64_t rows, int64_t cols, const float*
               const float* b = bias ? bias + n0 : nullptr;
               const float* a[kMR];
               if (pack_x) {
-                std::fill(a, a + kMR, xbuf.get() + ((k0 / kKC) * mpanels + i) * kXTileFloats);
+                std::fill(a, a + kMR, xbuf + ((k0 / kKC) * mpanels + i) * kXTileFloats);
                 micro_6x16<true>(kreal, a, bp, c, ldy, mv, nv, k0 == 0, b);
               } else {
                 for (int t = 0; t < kMR; ++t) a[t] = token_row(i, t) + k0;
