@@ -10,28 +10,16 @@
 #include "ptqx/lowbit.h"
 
 #include "check.h"
+#include "lowbit_layer.h"
 
 namespace lb = ptqx::lowbit;
 
 namespace {
 
-uint32_t next(uint64_t& s) {  // xorshift64*: deterministic, no <random> distributions
-  s ^= s >> 12;
-  s ^= s << 25;
-  s ^= s >> 27;
-  return static_cast<uint32_t>((s * 2685821657736338717ull) >> 32);
-}
+using ptqx_test::next;
 
 int check_layer(int bits, int64_t rows, int64_t cols, uint64_t seed) {
-  const uint32_t maxq = (1u << bits) - 1u;
-  std::vector<uint8_t> codes(rows * cols);
-  for (auto& c : codes) c = static_cast<uint8_t>(next(seed) % (maxq + 1));
-  std::vector<float> scale(rows), zero(rows), bias(rows);
-  for (int64_t r = 0; r < rows; ++r) {
-    scale[r] = 0.01f + 0.001f * static_cast<float>(next(seed) % 100);
-    zero[r] = 0.5f * static_cast<float>(next(seed) % (2 * maxq + 1));  // half-integers too
-    bias[r] = 0.1f * (static_cast<float>(next(seed) % 21) - 10.f);
-  }
+  const auto [codes, scale, zero, bias] = ptqx_test::random_lowbit_layer(bits, rows, cols, seed);
   // Pack, then unpack: the exact inverse.
   const int64_t rb = lb::row_bytes(cols, bits);
   std::vector<uint8_t> packed(rows * rb), back(rows * cols);

@@ -4,16 +4,12 @@
 #include <cstdint>
 
 #include "../cpp/check.h"
+#include "../cpp/test_rng.h"
 #include "ptqx_cuda_emu.h"
 
 namespace emu_test {
 
-inline uint32_t next(uint64_t& s) {  // xorshift64*: deterministic, no <random> distributions
-  s ^= s >> 12;
-  s ^= s << 25;
-  s ^= s >> 27;
-  return static_cast<uint32_t>((s * 2685821657736338717ull) >> 32);
-}
+using ptqx_test::next;
 
 // Uniform float in [lo, hi) on a 1/1000 grid (exact decimal inputs keep failures readable).
 inline float uniform(uint64_t& s, float lo, float hi) {

@@ -8,25 +8,17 @@
 #include <cstdio>
 #include <vector>
 
+#include "../cpp/lowbit_layer.h"
 #include "emu_test.h"
 #include "ptqx/cuda/lowbit.h"
 #include "ptqx/lowbit.h"
 
 namespace lb = ptqx::lowbit;
-using emu_test::next;
 
 namespace {
 
 int check_layer(int bits, int64_t rows, int64_t cols, uint64_t seed) {
-  const uint32_t maxq = (1u << bits) - 1u;
-  std::vector<uint8_t> codes(rows * cols);
-  for (auto& c : codes) c = static_cast<uint8_t>(next(seed) % (maxq + 1));
-  std::vector<float> scale(rows), zero(rows), bias(rows);
-  for (int64_t r = 0; r < rows; ++r) {
-    scale[r] = 0.01f + 0.001f * static_cast<float>(next(seed) % 100);
-    zero[r] = 0.5f * static_cast<float>(next(seed) % (2 * maxq + 1));
-    bias[r] = 0.1f * (static_cast<float>(next(seed) % 21) - 10.f);
-  }
+  const auto [codes, scale, zero, bias] = ptqx_test::random_lowbit_layer(bits, rows, cols, seed);
   const int64_t rb = lb::row_bytes(cols, bits);
   std::vector<uint8_t> want_packed(rows * rb), packed(rows * rb, 0xAB), back(rows * cols, 0xAB);
   CHECK(lb::pack_rows(codes.data(), rows, cols, bits, want_packed.data()) == 0);

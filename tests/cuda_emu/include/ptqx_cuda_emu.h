@@ -132,7 +132,8 @@ struct Config {
 };
 
 // AddressSanitizer must be told about every stack switch, or it reports false errors
-// on the fibers' stacks.
+// on the fibers' stacks. (It still prints one generic warning about makecontext per
+// process; with these annotations its stack bookkeeping is right.)
 #if defined(__SANITIZE_ADDRESS__)
 inline void asan_start(void** fake, const void* bottom, size_t size) {
   __sanitizer_start_switch_fiber(fake, bottom, size);
