@@ -17,11 +17,12 @@ __device__ __forceinline__ double to_f64(__nv_bfloat16 v) {
 }
 
 // Merge two online-softmax states (max, sum of exp(z - max)); an empty state is
-// (-inf, 0) and must not produce exp(-inf - -inf) = NaN.
+// (-inf, 0) and must not produce exp(-inf - -inf) = NaN. A state with max -inf is scaled
+// by exp(-inf) = 0, not dropped: its sum is NaN when its lane saw only NaN logits.
 __device__ __forceinline__ void merge(double& m, double& s, double m2, double s2) {
   const double mm = m > m2 ? m : m2;
   if (mm == -CUDART_INF) return;  // both empty
-  s = (m == -CUDART_INF ? 0.0 : s * exp(m - mm)) + (m2 == -CUDART_INF ? 0.0 : s2 * exp(m2 - mm));
+  s = s * exp(m - mm) + s2 * exp(m2 - mm);
   m = mm;
 }
 
@@ -46,7 +47,7 @@ __global__ void logit_scores_kernel(const T* __restrict__ logits, const int64_t*
       const double v = to_f64(z[k]);
       if (v == -CUDART_INF) continue;  // contributes exp(-inf) = 0
       if (v > m) {
-        s = (m == -CUDART_INF ? 0.0 : s * exp(m - v)) + 1.0;
+        s = s * exp(m - v) + 1.0;  // m = -inf: s * 0 keeps a NaN from an earlier NaN logit
         m = v;
       } else {
         s += exp(v - m);  // NaN logits make s NaN, which reaches the score
