@@ -16,6 +16,12 @@ inline float uniform(uint64_t& s, float lo, float hi) {
   return lo + (hi - lo) * static_cast<float>(next(s) % 1000) / 1000.f;
 }
 
+// Name of a kernel's floating type in failure messages.
+template <typename T>
+const char* type_name() {
+  return sizeof(T) == 8 ? "double" : "float";
+}
+
 }  // namespace emu_test
 
 // A launcher returned cudaSuccess and no kernel fault (bad shuffle, ...) was recorded.

@@ -3,12 +3,12 @@
 // the CPU kernels, instead of only compiling them.
 //
 // Model: a launch runs its blocks one after another; a block's blockDim.x*y*z threads
-// are fibers (ucontext) on the calling OS thread, run round-robin until each reaches a
-// barrier: __syncthreads releases them when every live thread of the block has arrived,
+// are fibers (ucontext) on the calling OS thread, run in a random order until each
+// reaches a barrier: __syncthreads releases them when every live thread of the block has arrived,
 // a warp collective when every live lane of the warp has. __shared__ variables become
 // function-local statics (one block at a time uses them); `extern __shared__` arrays are
-// rewritten by translate.py into a per-launch buffer filled with 0xff bytes (NaN as
-// float/double), so reading shared memory before writing it shows up in the results.
+// rewritten by translate.py into a buffer refilled with 0xff bytes (NaN as float/double)
+// before every block, so reading it before writing it shows up in the results.
 // Warp collectives (__shfl_*_sync, __any_sync) exchange values through per-warp slots
 // between two warp barriers. (OS threads per CUDA thread were tried first: thread
 // creation and futex wake-ups made one small test take over two minutes.)
@@ -19,7 +19,9 @@
 // the tests build with AddressSanitizer, every out-of-bounds access of a kernel to
 // global memory. What it cannot check: timing, coalescing, bank conflicts, and races
 // that depend on real warp scheduling (fibers switch only at barriers, so a missing
-// __syncthreads goes unnoticed unless the data it guards come out wrong).
+// __syncthreads shows only where the random order between barriers makes a reader run
+// before its writer, and a missing one between a read and a later overwrite of the
+// same shared variable goes unnoticed).
 #pragma once
 
 #include <math.h>
@@ -29,6 +31,7 @@
 #include <sanitizer/common_interface_defs.h>
 #endif
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cmath>
@@ -213,9 +216,22 @@ inline bool run_block(Block& b, dim3 bid, unsigned nthreads) {
   }
   for (auto& w : b.warps)
     for (int l = 0; l < w.lanes; ++l) w.alive[l] = true;
+  // Between two barriers the threads run in a fresh random order each round: code that
+  // reads what another thread writes without a barrier in between then sees the old
+  // value in some rounds (thread 0 always first, as at first, hid a missing barrier
+  // after `if (threadIdx.x == 0) shared = ...`). Seeded, so a failure reproduces.
+  std::vector<unsigned> order(nthreads);
+  for (unsigned i = 0; i < nthreads; ++i) order[i] = i;
+  uint64_t rng = 0x9e3779b97f4a7c15ull ^ (uint64_t{bid.x} << 32 | uint64_t{bid.y} << 16 | bid.z);
   for (;;) {
+    for (unsigned i = nthreads; i > 1; --i) {  // Fisher-Yates with xorshift64
+      rng ^= rng << 13;
+      rng ^= rng >> 7;
+      rng ^= rng << 17;
+      std::swap(order[i - 1], order[rng % i]);
+    }
     bool ran = false;
-    for (unsigned i = 0; i < nthreads; ++i) {
+    for (unsigned i : order) {
       Fiber& f = b.fibers[i];
       if (f.state != FiberState::Ready) continue;
       t_fiber = &f;
@@ -289,12 +305,15 @@ void launch(const Config& cfg, const F& body) {
     b.warps[w].lanes = static_cast<int>(std::min<unsigned long long>(kWarp, nthreads - w * kWarp));
   for (unsigned z = 0; z < g.z; ++z)
     for (unsigned y = 0; y < g.y; ++y)
-      for (unsigned x = 0; x < g.x; ++x)
+      for (unsigned x = 0; x < g.x; ++x) {
+        // Each block starts from garbage shared memory, not from the previous block's.
+        std::fill(shared.begin(), shared.end(), 0xff);
         if (!run_block(b, dim3(x, y, z), static_cast<unsigned>(nthreads))) {
           fault("deadlock: threads wait at barriers that cannot be released");
           g_dynamic_shared = nullptr;
           return;
         }
+      }
   g_dynamic_shared = nullptr;
 }
 
