@@ -147,6 +147,20 @@ def test_lowbit_linear_matches_reference(case, bits, maxq, with_bias, gen, devic
     assert err_k <= 2 * err_f + 1e-6 * mag + 1e-7, (err_k, err_f, mag)
 
 
+def test_lowbit_linear_very_wide_layer(gen):
+    # 384 tokens x 21824 columns: the GEMM's copy of x (> 32 MiB) is allocated for the call
+    # instead of in the buffer each thread keeps (csrc/include/ptqx/lowbit_gemm.h).
+    rows, cols = 512, 21824
+    codes, packed, scale, zero = _quantized_layer(rows, cols, 2, 3, gen, "cpu")
+    x = torch.randn(384, cols, generator=gen)
+    y = lowbit_linear(x, packed, scale, zero, 2)
+    w = scale[:, None] * (codes.float() - zero[:, None])
+    want = F.linear(x.double(), w.double())
+    err_k = (y.double() - want).abs().max().item()
+    err_f = (F.linear(x, w).double() - want).abs().max().item()
+    assert err_k <= 2 * err_f + 1e-6, (err_k, err_f)
+
+
 def test_lowbit_linear_nan_propagates(gen):
     codes, packed, scale, zero = _quantized_layer(6, 100, 2, 3, gen, "cpu")
     x = torch.randn(3, 100, generator=gen)

@@ -45,6 +45,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #ifdef _OPENMP
@@ -199,15 +200,32 @@ inline void micro_6x16(int64_t kc, const float* const* a, const float* b, float*
     }
 }
 
-// At least n floats for the copy of x, kept per calling thread and grown on demand (at
-// most kMaxMC x padded columns, ~6 MiB at 4096 columns): a fresh allocation per call
-// page-faulted again in every call (80 minor faults per call at 512x4608 and 256 tokens,
-// mean 9.2 ms per call against 8.3 ms with this buffer, same session).
-inline float* x_scratch(size_t n) {
-  static thread_local std::vector<float> buf;
-  if (buf.size() < n) buf.resize(n);
-  return buf.data();
-}
+// Memory for the copy of x (at most kMaxMC x padded columns floats, ~6 MiB at 4096
+// columns). Up to kRetainedXBytes it is kept per calling thread and grown on demand: a
+// fresh allocation per call page-faulted again in every call (80 minor faults per call
+// at 512x4608 and 256 tokens, mean 9.2 ms per call against 8.3 ms with the kept buffer,
+// same session). Larger copies (very wide layers) are allocated per call, where the
+// faults are small next to the GEMM, so no thread keeps more than that for good.
+constexpr size_t kRetainedXBytes = size_t{32} << 20;
+
+class XScratch {
+ public:
+  explicit XScratch(size_t n) {
+    if (n * sizeof(float) > kRetainedXBytes) {
+      owned_.reset(new float[n]);
+      data_ = owned_.get();
+      return;
+    }
+    static thread_local std::vector<float> kept;
+    if (kept.size() < n) kept.resize(n);
+    data_ = kept.data();
+  }
+  float* data() const { return data_; }
+
+ private:
+  std::unique_ptr<float[]> owned_;
+  float* data_ = nullptr;
+};
 
 // y[t*ldy + r] for t < m tokens, r < rows. x: m rows of ldx floats (real columns `cols`).
 template <int BITS>
@@ -221,7 +239,8 @@ inline void gemm(const uint8_t* packed, int64_t rows, int64_t cols, const float*
   const int64_t nmc = (m + kMaxMC - 1) / kMaxMC;
   const int64_t mc_step = ((m + nmc - 1) / nmc + kMR - 1) / kMR * kMR;
   const bool pack_x = rows >= kPackXMinRows;
-  float* xbuf = pack_x ? x_scratch(static_cast<size_t>(nkb * (mc_step / kMR) * kXTileFloats)) : nullptr;
+  const XScratch xscratch(pack_x ? static_cast<size_t>(nkb * (mc_step / kMR) * kXTileFloats) : 0);
+  float* const xbuf = xscratch.data();
   for (int64_t m0 = 0; m0 < m; m0 += mc_step) {
     const int64_t mc = std::min(mc_step, m - m0), mpanels = (mc + kMR - 1) / kMR;
     float* yblock = y + m0 * ldy;
