@@ -44,13 +44,14 @@ from ptqx.ops import reference
 # (R, C): CIFAR ResNet-18 conv layers flattened (256x2304, 512x4608) and LLM-sized
 # projections (4096x4096, 11008x4096).
 SHAPES = {
-    "tiny": (16, 256),  # the code warm-up after each flush; never timed on its own
     "256x2304": (256, 2304),
     "512x4608": (512, 4608),
     "4096x4096": (4096, 4096),
     "11008x4096": (11008, 4096),
 }
 BATCHES = [1, 8, 64, 256]
+# The layer each method runs once after every flush to warm its code (never timed).
+WARM_CODE_SHAPE = (16, 256)
 METHODS = [
     "fp32",
     "ptqx-2bit",
@@ -77,31 +78,29 @@ _COLD_CODE = os.environ.get("PTQX_BENCH_COLD_CODE") == "1"
 _LAYERS: dict = {}
 
 
-def _layer(shape: str, levels: int):
-    key = (shape, levels)
+def _layer(rows: int, cols: int, levels: int):
+    key = (rows, cols, levels)
     if key not in _LAYERS:
-        rows, cols = SHAPES[shape]
         g = torch.Generator().manual_seed(0)
         codes = torch.randint(0, levels, (rows, cols), generator=g, dtype=torch.uint8)
         scale = torch.rand(rows, generator=g) * 0.02 + 1e-3
         zero = torch.full((rows,), float(levels // 2))
         bits = 2 if levels <= 4 else 4
         layer = (codes, ops.pack_weights(codes, bits), scale, zero, bits)
-        if shape == "tiny":
+        if (rows, cols) == WARM_CODE_SHAPE:
             return layer
         _LAYERS.clear()  # keep memory bounded: one layer at a time
         _LAYERS[key] = layer
     return _LAYERS[key]
 
 
-def _make(method: str, shape: str, batch: int):
+def _make(method: str, rows: int, cols: int, batch: int):
     """Return (callable, weight bytes read per call) or raise pytest.skip."""
-    rows, cols = SHAPES[shape]
     x = torch.randn(batch, cols, generator=torch.Generator().manual_seed(1))
     int8act = method.endswith("-int8act")
     base = method.removesuffix("-int8act")
     levels = {"ptqx-2bit": 4, "ptqx-ternary": 3, "ptqx-4bit": 16}.get(base, 16)
-    codes, packed, scale, zero, bits = _layer(shape, levels)
+    codes, packed, scale, zero, bits = _layer(rows, cols, levels)
     if int8act:
         return (lambda: ops.lowbit_linear_int8act(x, packed, scale, zero, bits)), packed.numel()
     if method.startswith("ptqx-"):
@@ -137,22 +136,22 @@ def _make(method: str, shape: str, batch: int):
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("batch", BATCHES)
-@pytest.mark.parametrize("shape", [s for s in SHAPES if s != "tiny"])
+@pytest.mark.parametrize("shape", list(SHAPES))
 def test_lowbit_linear_cold(benchmark, shape, batch, method):
     if method == "dequant-then-linear" and batch > 8:
         pytest.skip("naive path timed at batch 1 and 8 only (it is 16-25x slower)")
     if method.endswith("-int8act") and batch > 8:
         pytest.skip("int8-activation variant targets small batches: timed at batch 1 and 8 only")
-    fn, nbytes = _make(method, shape, batch)
+    rows, cols = SHAPES[shape]
+    fn, nbytes = _make(method, rows, cols, batch)
     fn()  # warm up code paths and allocator
-    warm_code, _ = _make(method, "tiny", batch)
+    warm_code, _ = _make(method, *WARM_CODE_SHAPE, batch)
 
     def setup():
         _flush()
         if not _COLD_CODE:
             warm_code()
 
-    rows, cols = SHAPES[shape]
     benchmark.extra_info.update(weight_bytes=nbytes, flop=2 * rows * cols * batch)
     # Minimum over rounds: enough of them that one noisy neighbour on the shared VM does
     # not decide a ratio (3 rounds once put a batch-256 GEMM at x0.64 that measured x1.0
