@@ -153,7 +153,8 @@ inline void pack_x_tile(const float* const* src, int64_t kc, float* dst) {
 
 // c[i*ldc + j] (i < mv tokens, j < nv rows) = (first ? bias[j] (or 0) : c[i*ldc + j])
 //                                            + sum_k A(i, k) * b[k*16 + j],
-// A(i, k) = a[0][k*6 + i] when PackedX (a pack_x_tile tile), else a[i][k] (token rows).
+// A(i, k) = a[0][k*6 + i] when PackedX (a pack_x_tile tile; only a[0] is read), else
+// a[i][k] (six token rows).
 template <bool PackedX>
 inline void micro_6x16(int64_t kc, const float* const* a, const float* b, float* c, int64_t ldc,
                        int mv, int nv, bool first, const float* bias) {
@@ -164,15 +165,16 @@ inline void micro_6x16(int64_t kc, const float* const* a, const float* b, float*
       _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
       _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + kNR - 1), _MM_HINT_T0);
     }
-  const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
+  const float* rows[kMR] = {a[0]};
+  if constexpr (!PackedX)
+    for (int i = 1; i < kMR; ++i) rows[i] = a[i];
   __m256 acc[kMR][2];
   for (int i = 0; i < kMR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
 #pragma GCC unroll 4
   for (int64_t k = 0; k < kc; ++k) {
     const __m256 b0 = _mm256_loadu_ps(b + k * kNR), b1 = _mm256_loadu_ps(b + k * kNR + 8);
-    const float* ak[kMR] = {a0 + k, a1 + k, a2 + k, a3 + k, a4 + k, a5 + k};
     for (int i = 0; i < kMR; ++i) {
-      const __m256 av = _mm256_broadcast_ss(PackedX ? a0 + k * kMR + i : ak[i]);
+      const __m256 av = _mm256_broadcast_ss(PackedX ? rows[0] + k * kMR + i : rows[i] + k);
       acc[i][0] = _mm256_fmadd_ps(av, b0, acc[i][0]);
       acc[i][1] = _mm256_fmadd_ps(av, b1, acc[i][1]);
     }
@@ -264,7 +266,7 @@ inline void gemm(const uint8_t* packed, int64_t rows, int64_t cols, const float*
           const int64_t kb = job / mpanels, i = job % mpanels, k0 = kb * kKC;
           const float* src[kMR];
           for (int t = 0; t < kMR; ++t) src[t] = token_row(i, t) + k0;
-          pack_x_tile(src, std::max<int64_t>(0, std::min(kKC, cols - k0)), xbuf + job * kXTileFloats);
+          pack_x_tile(src, std::min(kKC, cols - k0), xbuf + job * kXTileFloats);
         }
 #ifdef _OPENMP
 #pragma omp barrier
@@ -287,11 +289,11 @@ inline void gemm(const uint8_t* packed, int64_t rows, int64_t cols, const float*
               const int mv = static_cast<int>(std::min<int64_t>(kMR, mc - i * kMR));
               float* c = yblock + i * kMR * ldy + n0;
               const float* b = bias ? bias + n0 : nullptr;
-              const float* a[kMR];
               if (pack_x) {
-                std::fill(a, a + kMR, xbuf + ((k0 / kKC) * mpanels + i) * kXTileFloats);
-                micro_6x16<true>(kreal, a, bp, c, ldy, mv, nv, k0 == 0, b);
+                const float* tile = xbuf + ((k0 / kKC) * mpanels + i) * kXTileFloats;
+                micro_6x16<true>(kreal, &tile, bp, c, ldy, mv, nv, k0 == 0, b);
               } else {
+                const float* a[kMR];
                 for (int t = 0; t < kMR; ++t) a[t] = token_row(i, t) + k0;
                 micro_6x16<false>(kreal, a, bp, c, ldy, mv, nv, k0 == 0, b);
               }
