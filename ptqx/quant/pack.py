@@ -136,7 +136,8 @@ def pack(qmodel: nn.Module, *, inplace: bool = False, int8_activations: bool = F
                 (name, PackedLinear(qw, mod.bias, int8_activations=int8_activations))
             )
         except ValueError as e:
-            raise ValueError(f"layer {name!r} (int8_activations=True): {e}") from None
+            opt = " (int8_activations=True)" if int8_activations else ""
+            raise ValueError(f"layer {name!r}{opt}: {e}") from None
     for name, packed in replacements:
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
