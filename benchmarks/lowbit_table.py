@@ -2,7 +2,9 @@
 
 Usage: python benchmarks/lowbit_table.py results.json [min|median]
 Speed-up = fp32 time / method time in the same group (> 1: faster than fp32);
-GB/s = weight bytes read per call / time.
+GB/s = weight bytes read per call / time. A second table covers the paired test
+(fp32 and ptqx timed in the same rounds): ratio of the two minima / median of the
+per-round ratios.
 """
 
 from __future__ import annotations
@@ -15,12 +17,23 @@ from collections import defaultdict
 def main(path: str, stat: str = "min") -> None:
     data = json.load(open(path))
     groups: dict = defaultdict(dict)
+    paired: dict = defaultdict(dict)
     for b in data["benchmarks"]:
         p = b["params"]
+        if "variant" in p:
+            paired[(p["shape"], p["batch"])][p["variant"]] = b["extra_info"]
+            continue
         groups[(p["shape"], p["batch"])][p["method"]] = (
             b["stats"][stat],
             b["extra_info"]["weight_bytes"],
         )
+    if groups:
+        print_groups(groups)
+    if paired:
+        print_paired(paired)
+
+
+def print_groups(groups: dict) -> None:
     methods = [
         "ptqx-2bit",
         "ptqx-ternary",
@@ -50,6 +63,23 @@ def main(path: str, stat: str = "min") -> None:
             + " | ".join(cells)
             + " |"
         )
+
+
+def print_paired(paired: dict) -> None:
+    variants = ["ptqx-2bit", "ptqx-ternary", "ptqx-4bit"]
+    print()
+    print("Paired rounds: ratio of minima / median of per-round ratios (fp32 / ptqx)")
+    print()
+    print("| shape | batch | fp32 ms (min / median) | " + " | ".join(variants) + " |")
+    print("|" + "---|" * (3 + len(variants)))
+    for (shape, batch), row in paired.items():
+        info = row.get("ptqx-2bit", next(iter(row.values())))  # fp32 on the 2-bit layer
+        cells = [
+            f"x{row[v]['ratio_of_min']:.2f} / x{row[v]['ratio_median']:.2f}" if v in row else "-"
+            for v in variants
+        ]
+        fp32 = f"{info['fp32_min'] * 1e3:.2f} / {info['fp32_median'] * 1e3:.2f}"
+        print(f"| {shape} | {batch} | {fp32} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
