@@ -56,6 +56,9 @@ SHAPES = {
     "11008x4096": (11008, 4096),
 }
 BATCHES = [1, 8, 64, 256]
+# The paired comparison with fp32 also covers the batches in between: the GEMV's 4-token
+# passes (2, 4, 12), the GEMV/GEMM crossover (12-16) and more than one M block (512).
+PAIRED_BATCHES = [1, 2, 4, 8, 12, 16, 32, 64, 128, 256, 512]
 # The layer each method runs once after every flush to warm its code (never timed).
 WARM_CODE_SHAPE = (16, 256)
 METHODS = [
@@ -181,7 +184,7 @@ def test_lowbit_linear_cold(benchmark, shape, batch, method):
 
 
 @pytest.mark.parametrize("variant", ["ptqx-2bit", "ptqx-ternary", "ptqx-4bit"])
-@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("batch", PAIRED_BATCHES)
 @pytest.mark.parametrize("shape", list(SHAPES))
 def test_lowbit_vs_fp32_paired(benchmark, shape, batch, variant):
     """``lowbit_linear`` and fp32 ``F.linear`` on the same layer, timed in the same rounds.
