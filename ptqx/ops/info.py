@@ -29,6 +29,8 @@ def native_ops_missing(device: str = "CPU") -> list[str]:
 def describe() -> str:
     from torch.utils.cpp_extension import CUDA_HOME
 
+    table = kernel_table()
+    width = max(len("op"), *(len(name) for name in table))  # long names stay aligned
     lines = [
         f"ptqx native kernels: {STATUS.how}"
         + (f" ({STATUS.error.splitlines()[0][:200]})" if STATUS.error else ""),
@@ -38,8 +40,8 @@ def describe() -> str:
         f"  CPU capability (torch): {torch.backends.cpu.get_cpu_capability()}, threads: {torch.get_num_threads()}",
         f"  CUDA_HOME: {CUDA_HOME or 'not found'}",
         "",
-        f"{'op':<20} {'CPU':<12} {'CUDA':<12}",
+        f"{'op':<{width}} {'CPU':<12} {'CUDA':<12}",
     ]
-    for name, row in kernel_table().items():
-        lines.append(f"{name:<20} {row['CPU']:<12} {row['CUDA']:<12}")
+    for name, row in table.items():
+        lines.append(f"{name:<{width}} {row['CPU']:<12} {row['CUDA']:<12}")
     return "\n".join(lines)
