@@ -1,5 +1,13 @@
-"""The op boundary itself: every op defined, native kernels loaded where required."""
+"""The op boundary itself: every op defined, native kernels loaded where required, and the
+fallback to the references when they are disabled or fail to build."""
 
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
 import torch
 
 import ptqx.ops
@@ -24,3 +32,78 @@ def test_info_lists_every_op():
     text = info.describe()
     for name in ptqx.ops.OP_NAMES:
         assert name in text
+
+
+# What a fresh process reports when it imports ptqx.ops under a given environment: how the
+# native kernels loaded, the fallback warnings it saw, and whether lowbit_linear (called
+# twice) still answers with the reference's values.
+_PROBE = """
+import json, warnings
+import torch
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import ptqx.ops as ops
+    from ptqx.ops import info, reference
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, 4, (5, 37), generator=g, dtype=torch.uint8)
+    packed = ops.pack_weights(codes, 2)
+    x = torch.randn(3, 37, generator=g)
+    scale, zero = torch.rand(5, generator=g) + 0.1, torch.full((5,), 1.5)
+    ys = [ops.lowbit_linear(x, packed, scale, zero, 2) for _ in range(2)]
+    dense = scale[:, None] * (codes.float() - zero[:, None])
+warned = [str(w.message) for w in caught if "native kernels unavailable" in str(w.message)]
+print(json.dumps({
+    "how": ops.STATUS.how,
+    "error": ops.STATUS.error,
+    "warnings": warned,
+    "close": all(torch.allclose(y, x @ dense.T, atol=1e-5) for y in ys),
+    "unpacked": torch.equal(ops.unpack_weights(packed, 2, 37), codes),
+    "reference_ops": [n for n, row in info.kernel_table().items() if row["CPU"] == "reference"],
+}))
+"""
+
+
+def _probe(tmp_path, **env_overrides):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PTQX_")}
+    env.update(env_overrides)
+    env["PTQX_BUILD_DIR"] = str(tmp_path / "build")  # never touch the shared JIT cache
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, timeout=300
+    )
+    return proc, (json.loads(proc.stdout.splitlines()[-1]) if proc.returncode == 0 else None)
+
+
+def test_disabled_native_runs_every_op_on_its_reference(tmp_path):
+    proc, out = _probe(tmp_path, PTQX_DISABLE_NATIVE="1")
+    assert proc.returncode == 0, proc.stderr
+    assert out["how"] == "disabled" and out["warnings"] == []
+    assert out["close"] and out["unpacked"]
+    assert sorted(out["reference_ops"]) == sorted(ptqx.ops.OP_NAMES)
+
+
+# With an ahead-of-time ptqx._C installed, no JIT build is attempted, so there is no
+# build to fail (test_disabled_native_... still applies).
+_AOT_INSTALLED = importlib.util.find_spec("ptqx._C") is not None
+needs_jit = pytest.mark.skipif(
+    _AOT_INSTALLED, reason="ahead-of-time ptqx._C installed: the JIT build is never tried"
+)
+
+
+@needs_jit
+def test_failed_build_warns_once_and_falls_back_to_references(tmp_path):
+    # A machine without a working C++ compiler: the JIT build fails at once.
+    proc, out = _probe(tmp_path, CXX="/bin/false")
+    assert proc.returncode == 0, proc.stderr
+    assert out["how"] == "failed" and out["error"]
+    assert len(out["warnings"]) == 1, out["warnings"]  # once per process, not per call
+    assert "pure-PyTorch reference" in out["warnings"][0]
+    assert "PTQX_VERBOSE_BUILD" in out["warnings"][0]
+    assert out["close"] and out["unpacked"]
+    assert sorted(out["reference_ops"]) == sorted(ptqx.ops.OP_NAMES)
+
+
+@needs_jit
+def test_failed_build_is_an_error_when_native_is_required(tmp_path):
+    proc, out = _probe(tmp_path, CXX="/bin/false", PTQX_REQUIRE_NATIVE="1")
+    assert proc.returncode != 0 and out is None
+    assert "PTQX_REQUIRE_NATIVE=1 but the native kernels failed to build" in proc.stderr
