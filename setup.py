@@ -4,10 +4,11 @@ Default (``pip install .`` / ``pip install -e .``): pure-Python install, fast, n
 build time. The C++/CUDA sources ship inside the package (``ptqx/_csrc``) and are
 JIT-compiled with ninja on first import into a per-user cache (see ptqx/ops/_build.py).
 
-Ahead of time (``PTQX_BUILD_EXT=1 pip install --no-build-isolation .``): builds the same
-sources into ``ptqx._C`` with torch's BuildExtension; CUDA sources are added when torch
-has CUDA and nvcc is found. ``--no-build-isolation`` is required so the build uses the
-torch already installed instead of downloading one.
+Ahead of time (``pip install wheel && PTQX_BUILD_EXT=1 pip install --no-build-isolation .``):
+builds the same sources into ``ptqx._C`` with torch's BuildExtension; CUDA sources are
+added when torch has CUDA and nvcc is found. ``--no-build-isolation`` is required so the
+build uses the torch already installed instead of downloading one; it also means the
+environment's own setuptools builds the wheel, hence ``wheel`` (see _require_bdist_wheel).
 """
 
 import importlib.util
@@ -26,6 +27,22 @@ def _load_sources_module():
     return module
 
 
+def _require_bdist_wheel():
+    """--no-build-isolation builds with this environment's setuptools, not pyproject's
+    build requirements: a fresh Python 3.11 venv has setuptools 65.5 and no `wheel`, and
+    pip then fails with "invalid command 'bdist_wheel'" after compiling nothing."""
+    import setuptools
+
+    major, minor = (int(p) for p in setuptools.__version__.split(".")[:2])
+    has_wheel = importlib.util.find_spec("wheel") is not None
+    if (major, minor) < (70, 1) and not has_wheel:
+        raise SystemExit(
+            f"PTQX_BUILD_EXT=1 with --no-build-isolation needs bdist_wheel, which setuptools "
+            f"{setuptools.__version__} only has with the `wheel` package: run "
+            "`pip install wheel` (or `pip install 'setuptools>=70.1'`) first"
+        )
+
+
 def _extensions():
     if os.environ.get("PTQX_BUILD_EXT", "0") != "1":
         return [], {}
@@ -37,6 +54,7 @@ def _extensions():
             "PTQX_BUILD_EXT=1 needs torch installed first and --no-build-isolation "
             f"(import failed: {exc})"
         ) from exc
+    _require_bdist_wheel()
     src = _load_sources_module()
     root = HERE / "csrc"
     sources = [str(p.relative_to(HERE)) for p in src.cpu_sources(root)]
