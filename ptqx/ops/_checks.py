@@ -44,10 +44,21 @@ def check_tensor(
             raise ValueError(f"{name}: expected shape {want}, got {list(t.shape)}")
     if device is not None and t.device != device:
         raise ValueError(f"{name}: expected a tensor on {device}, got one on {t.device}")
-    if finite and t.is_floating_point() and t.numel() and not torch.isfinite(t).all():
-        bad = int((~torch.isfinite(t)).sum())
-        raise ValueError(f"{name}: contains {bad} NaN/Inf value(s)")
+    if finite and t.is_floating_point() and t.numel():
+        if torch.compiler.is_compiling():
+            check_values_in_graph(torch.isfinite(t).all(), f"{name}: contains NaN/Inf values")
+        elif not torch.isfinite(t).all():
+            bad = int((~torch.isfinite(t)).sum())
+            raise ValueError(f"{name}: contains {bad} NaN/Inf value(s)")
     return t
+
+
+def check_values_in_graph(ok: torch.Tensor, message: str) -> None:
+    """A check on tensor *values* while torch.compile traces: branching on ``bool(ok)``
+    there would break the graph (an error under ``fullgraph=True``), so the check becomes
+    an assertion inside the graph. It raises RuntimeError with ``message`` (on CUDA as a
+    device-side assert); eager calls keep their ValueError with the offending count."""
+    torch._assert_async(ok, message)
 
 
 def check_maxq(maxq: object) -> int:

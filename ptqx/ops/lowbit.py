@@ -13,19 +13,25 @@ Typical use (what ``ptqx.quant.pack`` builds on)::
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from . import reference
-from ._checks import check_tensor
+from ._checks import check_tensor, check_values_in_graph
 
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
-@functools.cache
+_NATIVE_CPU: dict[str, bool] = {}
+
+
+# A constant for torch.compile: dynamo cannot trace the dispatcher query (a packed model
+# failed to compile with fullgraph=True), and kernels are registered once, at import. A
+# dict, not functools.cache: dynamo traces into an lru_cache wrapper despite the mark.
+@torch.compiler.assume_constant_result
 def _has_native_cpu(op: str = "lowbit_linear") -> bool:
-    return torch._C._dispatch_has_kernel_for_dispatch_key(f"ptqx::{op}", "CPU")
+    if op not in _NATIVE_CPU:
+        _NATIVE_CPU[op] = torch._C._dispatch_has_kernel_for_dispatch_key(f"ptqx::{op}", "CPU")
+    return _NATIVE_CPU[op]
 
 
 def check_bits(bits: object) -> int:
@@ -46,7 +52,10 @@ def check_int8act_zero(zero: torch.Tensor, bits: int) -> None:
     """
     maxq = (1 << bits) - 1
     ok = (zero == zero.round()) & (zero >= 0) & (zero <= maxq)
-    if zero.numel() and not bool(ok.all()):
+    if zero.numel() and torch.compiler.is_compiling():
+        message = f"zero: lowbit_linear_int8act needs integer values in [0, {maxq}]"
+        check_values_in_graph(ok.all(), message)
+    elif zero.numel() and not bool(ok.all()):
         bad = int((~ok).nonzero()[0, 0])
         raise ValueError(
             f"zero: lowbit_linear_int8act needs integer values in [0, {maxq}] for "
