@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -107,3 +108,23 @@ def test_failed_build_is_an_error_when_native_is_required(tmp_path):
     proc, out = _probe(tmp_path, CXX="/bin/false", PTQX_REQUIRE_NATIVE="1")
     assert proc.returncode != 0 and out is None
     assert "PTQX_REQUIRE_NATIVE=1 but the native kernels failed to build" in proc.stderr
+
+
+@needs_jit
+def test_jit_build_is_reused_by_a_new_process():
+    if ptqx.ops.STATUS.how != "jit":
+        pytest.skip(f"native kernels not JIT-built here ({ptqx.ops.STATUS.how})")
+    build_dir = ptqx.ops.STATUS.build_dir
+    libraries = sorted(Path(build_dir).glob("ptqx_native*.so"))
+    assert libraries, f"no ptqx_native*.so in {build_dir}"
+    before = {p: p.stat().st_mtime_ns for p in libraries}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PTQX_")}
+    env.update(PTQX_BUILD_DIR=build_dir, PTQX_REQUIRE_NATIVE="1")
+    code = "import ptqx.ops as o; print(o.STATUS.how, o.STATUS.build_dir)"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["jit", build_dir]
+    assert "compiling native kernels" not in proc.stderr
+    assert {p: p.stat().st_mtime_ns for p in libraries} == before  # loaded, not rebuilt
