@@ -13,6 +13,7 @@ environment's own setuptools builds the wheel, hence ``wheel`` (see _require_bdi
 
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -33,7 +34,8 @@ def _require_bdist_wheel():
     pip then fails with "invalid command 'bdist_wheel'" after compiling nothing."""
     import setuptools
 
-    major, minor = (int(p) for p in setuptools.__version__.split(".")[:2])
+    version = re.match(r"(\d+)\.(\d+)", setuptools.__version__)
+    major, minor = (int(v) for v in version.groups()) if version else (0, 0)
     has_wheel = importlib.util.find_spec("wheel") is not None
     if (major, minor) < (70, 1) and not has_wheel:
         raise SystemExit(

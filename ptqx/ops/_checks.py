@@ -3,7 +3,7 @@ expected and what was given, so a bad call fails here and not deep inside a kern
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -45,20 +45,25 @@ def check_tensor(
     if device is not None and t.device != device:
         raise ValueError(f"{name}: expected a tensor on {device}, got one on {t.device}")
     if finite and t.is_floating_point() and t.numel():
-        if torch.compiler.is_compiling():
-            check_values_in_graph(torch.isfinite(t).all(), f"{name}: contains NaN/Inf values")
-        elif not torch.isfinite(t).all():
-            bad = int((~torch.isfinite(t)).sum())
-            raise ValueError(f"{name}: contains {bad} NaN/Inf value(s)")
+        check_values(
+            torch.isfinite(t).all(),
+            f"{name}: contains NaN/Inf values",
+            lambda: f"{name}: contains {int((~torch.isfinite(t)).sum())} NaN/Inf value(s)",
+        )
     return t
 
 
-def check_values_in_graph(ok: torch.Tensor, message: str) -> None:
-    """A check on tensor *values* while torch.compile traces: branching on ``bool(ok)``
-    there would break the graph (an error under ``fullgraph=True``), so the check becomes
-    an assertion inside the graph. It raises RuntimeError with ``message`` (on CUDA as a
-    device-side assert); eager calls keep their ValueError with the offending count."""
-    torch._assert_async(ok, message)
+def check_values(ok: torch.Tensor, message: str, detail: Callable[[], str] | None = None) -> None:
+    """Raise ValueError(``detail()`` or ``message``) unless the bool tensor ``ok`` is true.
+
+    While torch.compile traces, branching on a tensor's value would break the graph (an
+    error under ``fullgraph=True``), so there the check becomes an assertion inside the
+    graph that raises RuntimeError(``message``) when it runs (a device-side assert on
+    CUDA). ``detail`` (eager only) may count or locate the offending values."""
+    if torch.compiler.is_compiling():
+        torch._assert_async(ok, message)
+    elif not bool(ok):
+        raise ValueError(detail() if detail is not None else message)
 
 
 def check_maxq(maxq: object) -> int:

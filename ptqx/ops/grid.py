@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import FLOATS, check_maxq, check_per_row, check_tensor, check_values_in_graph
+from ._checks import FLOATS, check_maxq, check_per_row, check_tensor, check_values
 
 
 def _check_wsz(w, scale, zero, maxq):
     check_tensor("w", w, dtypes=FLOATS, min_ndim=1, finite=True)
     check_per_row("scale", scale, w.shape[0], w.device)
     check_per_row("zero", zero, w.shape[0], w.device)
-    if torch.compiler.is_compiling():
-        check_values_in_graph((scale > 0).all(), "scale: every per-channel scale must be > 0")
-    elif scale.numel() and not (scale > 0).all():
-        raise ValueError("scale: every per-channel scale must be > 0")
+    check_values((scale > 0).all(), "scale: every per-channel scale must be > 0")
     check_maxq(maxq)
 
 

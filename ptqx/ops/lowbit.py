@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from . import reference
-from ._checks import check_tensor, check_values_in_graph
+from ._checks import check_tensor, check_values
 
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
@@ -52,15 +52,13 @@ def check_int8act_zero(zero: torch.Tensor, bits: int) -> None:
     """
     maxq = (1 << bits) - 1
     ok = (zero == zero.round()) & (zero >= 0) & (zero <= maxq)
-    if zero.numel() and torch.compiler.is_compiling():
-        message = f"zero: lowbit_linear_int8act needs integer values in [0, {maxq}]"
-        check_values_in_graph(ok.all(), message)
-    elif zero.numel() and not bool(ok.all()):
+    message = f"zero: lowbit_linear_int8act needs integer values in [0, {maxq}] for bits={bits}"
+
+    def detail() -> str:
         bad = int((~ok).nonzero()[0, 0])
-        raise ValueError(
-            f"zero: lowbit_linear_int8act needs integer values in [0, {maxq}] for "
-            f"bits={bits}, got {float(zero[bad])} at row {bad}"
-        )
+        return f"{message}, got {float(zero[bad])} at row {bad}"
+
+    check_values(ok.all(), message, detail)
 
 
 def packed_row_bytes(cols: int, bits: int) -> int:

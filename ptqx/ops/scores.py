@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_tensor, check_values_in_graph
+from ._checks import check_tensor, check_values
 
 LOGIT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 LABEL_DTYPES = (torch.int64, torch.int32, torch.int16, torch.uint8)
@@ -35,22 +35,22 @@ def logit_scores(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
             f"labels: expected shape {list(logits.shape[:-1])} (logits without its class dim), "
             f"got {list(labels.shape)}"
         )
-    compiling = torch.compiler.is_compiling()
-    if compiling:
-        in_range = ((labels >= 0) & (labels < k)).all()
-        check_values_in_graph(in_range, f"labels: values must lie in [0, {k})")
-    elif labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= k):
-        raise ValueError(
-            f"labels: values must lie in [0, {k}), got range [{int(labels.min())}, {int(labels.max())}]"
-        )
+    check_values(
+        ((labels >= 0) & (labels < k)).all(),
+        f"labels: values must lie in [0, {k})",
+        lambda: (
+            f"labels: values must lie in [0, {k}), got range "
+            f"[{int(labels.min())}, {int(labels.max())}]"
+        ),
+    )
     out = torch.ops.ptqx.logit_scores(logits.contiguous(), labels.to(torch.int64).contiguous())
-    if compiling:
-        message = "logits: a row gives a non-finite score (the row holds NaN or Inf logits)"
-        check_values_in_graph(torch.isfinite(out).all(), message)
-        return out
-    bad = out.numel() - int(torch.isfinite(out).sum()) if out.numel() else 0
-    if bad:
-        raise ValueError(
-            f"logits: {bad} row(s) give a non-finite score (the row holds NaN or Inf logits)"
-        )
+    finite = torch.isfinite(out)
+    check_values(
+        finite.all(),
+        "logits: a row gives a non-finite score (the row holds NaN or Inf logits)",
+        lambda: (
+            f"logits: {int((~finite).sum())} row(s) give a non-finite score "
+            "(the row holds NaN or Inf logits)"
+        ),
+    )
     return out
