@@ -40,11 +40,11 @@ def _compile(fn, backend: str = "aot_eager"):
 
 
 @pytest.mark.parametrize("int8_activations", [False, True])
-def test_packed_model_compiles_to_one_graph(int8_activations):
-    model = _packed_mlp(int8_activations)
+def test_packed_model_compiles_to_one_graph(int8_activations, device):
+    model = _packed_mlp(int8_activations).to(device)
     compiled = _compile(model)
     for batch in BATCHES:
-        x = torch.randn(batch, 40)
+        x = torch.randn(batch, 40, device=device)
         assert torch.equal(compiled(x), model(x)), batch
 
 
