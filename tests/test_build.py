@@ -37,14 +37,14 @@ def test_info_lists_every_op():
 
 # What a fresh process reports when it imports ptqx.ops under a given environment: how the
 # native kernels loaded, the fallback warnings it saw, and whether lowbit_linear (called
-# twice) still answers with the reference's values.
+# twice) and unpack_weights still give the dense product and the codes.
 _PROBE = """
 import json, warnings
 import torch
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     import ptqx.ops as ops
-    from ptqx.ops import info, reference
+    from ptqx.ops import info
     g = torch.Generator().manual_seed(0)
     codes = torch.randint(0, 4, (5, 37), generator=g, dtype=torch.uint8)
     packed = ops.pack_weights(codes, 2)
