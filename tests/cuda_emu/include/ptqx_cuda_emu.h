@@ -17,11 +17,13 @@
 // (threads per block, grid dimensions, 48 KiB of dynamic shared memory without an
 // opt-in), shuffles that read a lane which has exited or does not exist, and, because
 // the tests build with AddressSanitizer, every out-of-bounds access of a kernel to
-// global memory. What it cannot check: timing, coalescing, bank conflicts, and races
-// that depend on real warp scheduling (fibers switch only at barriers, so a missing
-// __syncthreads shows only where the random order between barriers makes a reader run
-// before its writer, and a missing one between a read and a later overwrite of the
-// same shared variable goes unnoticed).
+// global memory. A missing __syncthreads shows as wrong results: between two barriers
+// the threads run one after another in a fresh random order, so a reader runs before
+// its writer (read-after-write) or after the next overwrite (write-after-read) in some
+// rounds; test_emu_hazards.cpp pins both. What it cannot check: timing, coalescing, bank
+// conflicts, and races inside a stretch of code between barriers that need two threads
+// interleaved instruction by instruction (fibers switch only at barriers and warp
+// collectives), e.g. an unguarded read-modify-write of one shared word by two threads.
 #pragma once
 
 #include <math.h>
