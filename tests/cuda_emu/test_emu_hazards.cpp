@@ -92,35 +92,35 @@ __global__ void mismatched_barriers(float* out) {
 using ptqx_emu::Config;
 using ptqx_emu::launch;
 
+// Entries of out [want.size() rows x kThreads] that differ from their row's want.
+int wrong_entries(const std::vector<float>& out, const std::vector<float>& want) {
+  int wrong = 0;
+  for (size_t r = 0; r < want.size(); ++r)
+    for (int t = 0; t < kThreads; ++t) wrong += out[r * kThreads + t] != want[r];
+  return wrong;
+}
+
 // Wrong outputs of each kernel, with (Barrier = true) or without its barrier.
 template <bool Barrier>
 int broadcast_wrong() {
-  const int blocks = 4;
-  std::vector<float> in = {1, 2, 3, 4}, out(blocks * kThreads);
-  launch(Config(dim3(blocks), dim3(kThreads)), [&] { broadcast<Barrier>(in.data(), out.data()); });
-  int wrong = 0;
-  for (int b = 0; b < blocks; ++b)
-    for (int t = 0; t < kThreads; ++t) wrong += out[b * kThreads + t] != in[b];
-  return wrong;
+  std::vector<float> in = {1, 2, 3, 4}, out(in.size() * kThreads);
+  launch(Config(dim3(in.size()), dim3(kThreads)),
+         [&] { broadcast<Barrier>(in.data(), out.data()); });
+  return wrong_entries(out, in);
 }
 
 template <bool Barrier>
 int reuse_scalar_wrong() {
   std::vector<float> in = {1, 2, 3, 4, 5}, out(kIters * kThreads);
   launch(Config(dim3(3), dim3(kThreads)), [&] { reuse_scalar<Barrier>(in.data(), out.data()); });
-  int wrong = 0;
-  for (int it = 0; it < kIters; ++it)
-    for (int t = 0; t < kThreads; ++t) wrong += out[it * kThreads + t] != in[it];
-  return wrong;
+  return wrong_entries(out, in);
 }
 
 template <bool Barrier>
 int shift_array_wrong() {
   std::vector<float> out(kThreads);
   launch(Config(dim3(1), dim3(kThreads)), [&] { shift_array<Barrier>(out.data()); });
-  int wrong = 0;
-  for (float v : out) wrong += v != static_cast<float>(kIters);
-  return wrong;
+  return wrong_entries(out, {static_cast<float>(kIters)});
 }
 
 template <bool Barrier>
@@ -129,10 +129,7 @@ int two_sums_wrong() {
   for (int i = 0; i < kThreads; ++i) in[i] = 1.f, in[kThreads + i] = 2.f;
   launch(Config(dim3(1), dim3(kThreads), kThreads * sizeof(float)),
          [&] { two_sums<Barrier>(in.data(), out.data()); });
-  int wrong = 0;
-  for (int t = 0; t < kThreads; ++t)
-    wrong += (out[t] != kThreads) + (out[kThreads + t] != 2.f * kThreads);
-  return wrong;
+  return wrong_entries(out, {1.f * kThreads, 2.f * kThreads});
 }
 
 }  // namespace
