@@ -128,3 +128,20 @@ def test_jit_build_is_reused_by_a_new_process():
     assert proc.stdout.split() == ["jit", build_dir]
     assert "compiling native kernels" not in proc.stderr
     assert {p: p.stat().st_mtime_ns for p in libraries} == before  # loaded, not rebuilt
+
+
+def test_installed_package_ships_every_native_source():
+    # In a checkout or an editable install the JIT build compiles <repo>/csrc itself; in a
+    # regular install (CI's ahead-of-time venv runs this file against one) it compiles the
+    # copy setup.py's package_data put in ptqx/_csrc, which must miss nothing.
+    from ptqx.ops import _sources
+
+    repo_csrc = Path(__file__).resolve().parents[1] / "csrc"
+    if not repo_csrc.is_dir():
+        pytest.skip("tests run outside a source checkout")
+
+    def tree(root: Path) -> set[Path]:
+        return {p.relative_to(root) for p in root.rglob("*") if p.is_file()}
+
+    missing = tree(repo_csrc) - tree(_sources.csrc_root())
+    assert not missing, f"not shipped with the package: {sorted(map(str, missing))}"
