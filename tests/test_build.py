@@ -145,3 +145,48 @@ def test_installed_package_ships_every_native_source():
 
     missing = tree(repo_csrc) - tree(_sources.csrc_root())
     assert not missing, f"not shipped with the package: {sorted(map(str, missing))}"
+
+
+# The CMake library (CMakeLists.txt: "loads libptqx_ops after importing ptqx") in a fresh
+# process whose own native kernels are disabled, so every native kernel comes from it.
+_CMAKE_PROBE = """
+import sys
+import torch
+import ptqx.ops as ops
+from ptqx.ops import info, reference
+assert len(info.native_ops_missing("CPU")) == len(ops.OP_NAMES)
+torch.ops.load_library(sys.argv[1])
+missing = info.native_ops_missing("CPU")
+assert not missing, f"no CPU kernel in the CMake library for {missing}"
+g = torch.Generator().manual_seed(0)
+codes = torch.randint(0, 4, (33, 300), generator=g, dtype=torch.uint8)
+packed = ops.pack_weights(codes, 2)
+x = torch.randn(5, 300, generator=g)
+scale, zero = torch.rand(33, generator=g) + 0.1, torch.full((33,), 1.0)
+y = ops.lowbit_linear(x, packed, scale, zero, 2)
+assert torch.allclose(y, reference.lowbit_linear(x, packed, scale, zero, 2), atol=1e-5)
+w = torch.randn(33, 300, generator=g)
+assert torch.equal(ops.fake_quant(w, scale, zero, 3), reference.fake_quant(w, scale, zero, 3))
+a = torch.randn(16, 24, dtype=torch.float64, generator=g)
+hinv = torch.linalg.inv(a.T @ a / 16 + 0.1 * torch.eye(24, dtype=torch.float64))
+w_obc, s_obc, z_obc = torch.randn(4, 24, generator=g), torch.full((4,), 0.5), torch.full((4,), 2.0)
+q = ops.obc_quantize_rows(w_obc, hinv, s_obc, z_obc, 3)
+assert torch.equal(q, reference.obc_quantize_rows(w_obc, hinv, s_obc, z_obc, 3))
+print("ok")
+"""
+
+
+def test_cmake_library_serves_every_op():
+    lib = os.environ.get("PTQX_CMAKE_LIB")
+    if not lib:
+        pytest.skip("PTQX_CMAKE_LIB names no CMake-built libptqx_ops.so (.ci/run sets it)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PTQX_")}
+    env["PTQX_DISABLE_NATIVE"] = "1"
+    proc = subprocess.run(
+        [sys.executable, "-c", _CMAKE_PROBE, lib],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
