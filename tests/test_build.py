@@ -64,13 +64,19 @@ print(json.dumps({
 """
 
 
-def _probe(tmp_path, **env_overrides):
+def _run_python(code: str, *args: str, **ptqx_env: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter whose PTQX_* switches are exactly ``ptqx_env``
+    (the test session's own, e.g. CI's PTQX_REQUIRE_NATIVE, are dropped)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PTQX_")}
-    env.update(env_overrides)
-    env["PTQX_BUILD_DIR"] = str(tmp_path / "build")  # never touch the shared JIT cache
-    proc = subprocess.run(
-        [sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, timeout=300
+    env.update(ptqx_env)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=300
     )
+
+
+def _probe(tmp_path, **ptqx_env):
+    # A build dir of its own: never touch the shared JIT cache.
+    proc = _run_python(_PROBE, PTQX_BUILD_DIR=str(tmp_path / "build"), **ptqx_env)
     return proc, (json.loads(proc.stdout.splitlines()[-1]) if proc.returncode == 0 else None)
 
 
@@ -118,12 +124,8 @@ def test_jit_build_is_reused_by_a_new_process():
     libraries = sorted(Path(build_dir).glob("ptqx_native*.so"))
     assert libraries, f"no ptqx_native*.so in {build_dir}"
     before = {p: p.stat().st_mtime_ns for p in libraries}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PTQX_")}
-    env.update(PTQX_BUILD_DIR=build_dir, PTQX_REQUIRE_NATIVE="1")
     code = "import ptqx.ops as o; print(o.STATUS.how, o.STATUS.build_dir)"
-    proc = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
-    )
+    proc = _run_python(code, PTQX_BUILD_DIR=build_dir, PTQX_REQUIRE_NATIVE="1")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["jit", build_dir]
     assert "compiling native kernels" not in proc.stderr
@@ -180,13 +182,5 @@ def test_cmake_library_serves_every_op():
     lib = os.environ.get("PTQX_CMAKE_LIB")
     if not lib:
         pytest.skip("PTQX_CMAKE_LIB names no CMake-built libptqx_ops.so (.ci/run sets it)")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PTQX_")}
-    env["PTQX_DISABLE_NATIVE"] = "1"
-    proc = subprocess.run(
-        [sys.executable, "-c", _CMAKE_PROBE, lib],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = _run_python(_CMAKE_PROBE, lib, PTQX_DISABLE_NATIVE="1")
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
