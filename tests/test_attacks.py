@@ -42,42 +42,65 @@ def _synthetic(n=7, m=40, v=2, *, seed=0, signal=1.0, balanced=True):
     return scores, keep
 
 
+def reference_models(keep, t, e):
+    """bool [N]: the models whose scores judge target t on example e.
+
+    Every model but t, less the highest-indexed model of the side t is not on: leaving
+    out t alone would make t's own side one model smaller, and the side sizes would give
+    t's membership away (see ``ptqx.ops.lira_loo_stats``).
+    """
+    n = keep.shape[0]
+    use = np.arange(n) != t
+    other = np.nonzero(keep[:, e] != keep[t, e])[0]
+    if len(other):
+        use[other.max()] = False
+    return use
+
+
 def _sides_ok(keep):
     """Every target has >= 2 IN and >= 2 OUT reference models for every example."""
-    n = keep.shape[0]
+    n, m = keep.shape
     for t in range(n):
-        others = np.arange(n) != t
-        k_in = keep[others].sum(0)
-        if (k_in < 2).any() or ((n - 1 - k_in) < 2).any():
-            return False
+        for e in range(m):
+            k = keep[reference_models(keep, t, e), e]
+            if k.sum() < 2 or (~k).sum() < 2:
+                return False
     return True
 
 
 def direct_lira(name, target, ref, keep, mode):
-    """LiRA, one target at a time, from the formulas in ptqx/attacks/lira.py."""
+    """LiRA, one target at a time, from the LiRA paper's per-example Gaussians."""
     n, m, v = target.shape
     out = np.zeros((n, m))
     for t in range(n):
-        others = np.arange(n) != t
-        r, k = ref[others], keep[others]
         mu_in, mu_out, sd_in, sd_out = (np.zeros((m, v)) for _ in range(4))
+        c_in, c_out = np.zeros(m), np.zeros(m)
+        all_in, all_out = [], []
         for e in range(m):
-            xi, xo = r[k[:, e], e], r[~k[:, e], e]
+            use = reference_models(keep, t, e)
+            xi, xo = ref[use & keep[:, e], e], ref[use & ~keep[:, e], e]
+            c_in[e], c_out[e] = len(xi), len(xo)
+            all_in.append(xi.ravel())
+            all_out.append(xo.ravel())
             # A side with no model borrows the other side's statistics (documented).
             xi, xo = (xi if len(xi) else xo), (xo if len(xo) else xi)
             mu_in[e], mu_out[e] = np.median(xi, axis=0), np.median(xo, axis=0)
             sd_in[e], sd_out[e] = np.std(xi, axis=0), np.std(xo, axis=0)
-        c_in = k.sum(0)[:, None].repeat(v, 1).astype(float)
-        c_out = (~k).sum(0)[:, None].repeat(v, 1).astype(float)
-        all_in = np.concatenate([r[k[:, e], e].ravel() for e in range(m)])
-        all_out = np.concatenate([r[~k[:, e], e].ravel() for e in range(m)])
-        # Side counts (0 for a borrowed side), pooled sds, with the both-sides fallback.
-        c_in[k.sum(0) == 0] = 0
-        c_out[(~k).sum(0) == 0] = 0
-        num_in, num_out = (c_in * sd_in**2).sum(), (c_out * sd_out**2).sum()
-        both = math.sqrt((num_in + num_out) / (c_in.sum() + c_out.sum()))
-        pooled_in = math.sqrt(num_in / max(c_in.sum(), 1)) or both
-        pooled_out = math.sqrt(num_out / max(c_out.sum(), 1)) or both
+        all_in, all_out = np.concatenate(all_in), np.concatenate(all_out)
+        # An empty pool borrows the other side's (documented), as per-example sides do.
+        all_in, all_out = (
+            (all_in if all_in.size else all_out),
+            (all_out if all_out.size else all_in),
+        )
+        # Unbiased pooled within-example variance: sum of squares / sum of (count - 1),
+        # with the both-sides fallback where a side has no spread.
+        ss_in = (c_in[:, None] * sd_in**2).sum()
+        ss_out = (c_out[:, None] * sd_out**2).sum()
+        dof_in = np.clip(c_in - 1, 0, None).sum() * v
+        dof_out = np.clip(c_out - 1, 0, None).sum() * v
+        both = math.sqrt((ss_in + ss_out) / max(dof_in + dof_out, 1))
+        pooled_in = math.sqrt(ss_in / max(dof_in, 1)) or both
+        pooled_out = math.sqrt(ss_out / max(dof_out, 1)) or both
         s = target[t]
         if mode == "faithful":
             eps = 1e-30
@@ -111,12 +134,12 @@ def direct_lira(name, target, ref, keep, mode):
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", LIRA_ATTACKS)
-@pytest.mark.parametrize("n_models", [3, 4, 8])
+@pytest.mark.parametrize("n_models", [4, 5, 8])
 def test_lira_matches_direct_implementation(name, mode, n_models):
-    # n = 3, 4: one or two models per side, so per-example sd can be 0 (ptqx: pooled sd).
+    # n = 4, 5: one or two models per side, so per-example sd can be 0 (ptqx: pooled sd).
     for seed in range(50):
         target, keep = _synthetic(n=n_models, m=23, seed=seed)
-        if n_models <= 4 or _sides_ok(keep):
+        if n_models <= 5 or _sides_ok(keep):
             break
     # Targets differ from references (a quantized target vs FP references).
     ref = target + np.random.default_rng(1).normal(size=target.shape) * 0.3
@@ -148,6 +171,27 @@ def test_target_is_left_out_of_its_references():
     # Same multiset of reference scores; only the Welford merge order may differ.
     np.testing.assert_allclose(moved[2], base[2], rtol=1e-12)
     assert not np.allclose(moved[0], base[0])
+
+
+@pytest.mark.parametrize("n_models", [4, 8, 16])
+def test_null_target_scores_chance(n_models):
+    # Target scores that carry no membership signal (the same for members and not) while
+    # the reference scores do: every attack must score chance. With the target's own
+    # side one model short (leave-one-out alone) online RMIA read AUC 0.56 at N = 16,
+    # LiRA 0.39-0.48, and faithful LiRA at N = 4 exactly 0.
+    rng = np.random.default_rng(n_models)
+    m, v = 3000, 2
+    keep = np.argsort(rng.random((n_models, m)), axis=0) < n_models // 2
+    difficulty = rng.normal(0, 2, size=(1, m, 1))
+    ref = difficulty + 3.0 * keep[..., None] + rng.normal(size=(n_models, m, v))
+    target = difficulty + 1.5 + rng.normal(size=(n_models, m, v))
+    for mode in MODES:
+        stats = attack_statistics(None, target, ref, keep, mode=mode)
+        stats["rmia_online"] = attack_statistic("rmia", target, ref, keep, offline=False)
+        for name, s in stats.items():
+            auc = evaluate(s, keep, n_bootstrap=0)["auc"]
+            # sd of the AUC of n_models * m pairs of chance scores ~ 0.003-0.005.
+            assert abs(auc - 0.5) < 0.02, (mode, name, auc)
 
 
 def test_modes_differ_where_they_should():
@@ -192,13 +236,15 @@ def _direct_rmia(target, ref, keep, *, offline, a, gamma):
     pr = (1 / (1 + np.exp(-ref))).mean(2)
     out = np.zeros((n, m))
     for t in range(n):
-        others = np.arange(n) != t
-        if offline:
-            ko = ~keep[others]
-            mean_out = (pr[others] * ko).sum(0) / ko.sum(0)
-            px = ((1 + a) * mean_out + (1 - a)) / 2
-        else:
-            px = pr[others].mean(0)
+        px = np.zeros(m)
+        for e in range(m):
+            use = reference_models(keep, t, e)
+            if offline:
+                ko = use & ~keep[:, e]
+                mean_out = pr[ko, e].mean()
+                px[e] = ((1 + a) * mean_out + (1 - a)) / 2
+            else:
+                px[e] = pr[use, e].mean()
         ratio = pt[t] / px
         pool = np.nonzero(~keep[t])[0]
         for e in range(m):
@@ -292,8 +338,8 @@ def test_bad_inputs():
         attack_statistic("lira_online", target, target, keep.astype(np.int64))
     with pytest.raises(ValueError, match="keep"):
         attack_statistic("lira_online", target, target, keep[:, :5])
-    with pytest.raises(ValueError, match="at least 3 models"):
-        attack_statistic("lira_online", target[:2], target[:2], keep[:2])
+    with pytest.raises(ValueError, match="at least 4 models"):
+        attack_statistic("lira_online", target[:3], target[:3], keep[:3])
     with pytest.raises(TypeError, match="target_scores"):
         attack_statistic("lira_online", target.tolist(), target, keep)
     with pytest.raises(TypeError, match="target_scores"):

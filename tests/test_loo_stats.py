@@ -91,17 +91,32 @@ def test_kernel_balanced_keep_and_degenerate_sides(device):
 
 def test_known_values_even_and_odd():
     # 5 models on one example: IN = models 0, 1, 2 (scores 1, 5, 3), OUT = 3, 4 (2, 10).
+    # Each target leaves out itself and the highest-indexed model of the other side.
     x = torch.tensor([1.0, 5.0, 3.0, 2.0, 10.0], dtype=torch.float64).reshape(5, 1, 1)
     keep = torch.tensor([True, True, True, False, False]).reshape(5, 1)
     s = lira_loo_stats(x, keep)
-    # Target 0 leaves IN {5, 3}: median 4 (mean of the middle pair), std 1 (ddof 0).
+    # Target 0 (IN) leaves IN {5, 3}: median 4 (mean of the middle pair), std 1 (ddof 0);
+    # OUT loses model 4: {2}.
     assert s.median_in[0, 0, 0] == 4 and s.std_in[0, 0, 0] == 1 and s.count_in[0, 0] == 2
-    # Target 3 leaves OUT {10}: one value, std 0; IN is whole: median 3.
-    assert s.median_out[3, 0, 0] == 10 and s.std_out[3, 0, 0] == 0 and s.median_in[3, 0, 0] == 3
-    assert s.count_out[3, 0] == 1 and s.count_in[3, 0] == 3
-    torch.testing.assert_close(
-        s.std_in[3, 0, 0], torch.tensor(np.std([1.0, 5.0, 3.0]), dtype=torch.float64)
-    )
+    assert s.median_out[0, 0, 0] == 2 and s.std_out[0, 0, 0] == 0 and s.count_out[0, 0] == 1
+    # Target 3 (OUT) leaves OUT {10}: one value, std 0; IN loses model 2: {1, 5}.
+    assert s.median_out[3, 0, 0] == 10 and s.std_out[3, 0, 0] == 0 and s.count_out[3, 0] == 1
+    assert s.median_in[3, 0, 0] == 3 and s.std_in[3, 0, 0] == 2 and s.count_in[3, 0] == 2
+    # Target 2 is the highest-indexed IN model itself: OUT still loses model 4.
+    assert s.mean_in[2, 0, 0] == 3 and s.mean_out[2, 0, 0] == 2
+
+
+@pytest.mark.parametrize("n", [4, 5, 8, 16])
+def test_side_sizes_do_not_depend_on_target_membership(device, n):
+    # With leave-one-out alone the side a target is on has one model fewer, which tells an
+    # attack the target's membership; every target must see the same two counts.
+    rng = np.random.default_rng(n)
+    keep = torch.from_numpy(np.argsort(rng.random((n, 50)), axis=0) < n // 2).to(device)
+    x = torch.from_numpy(rng.normal(size=(n, 50, 2))).to(device)
+    got = lira_loo_stats(x, keep)
+    k_in = keep.sum(0)
+    assert torch.equal(got.count_in, (k_in - 1).expand(n, -1))
+    assert torch.equal(got.count_out, (n - k_in - 1).expand(n, -1))
 
 
 def test_variance_without_cancellation():

@@ -28,12 +28,12 @@ std::tuple<at::Tensor, at::Tensor> lira_loo_stats_cuda_op(const at::Tensor& ref_
   auto stats = at::empty({6, n, m, v}, ref.options());
   at::Tensor counts;
   if (v == 0) {
-    // No column for the kernel to visit; the counts are still defined.
+    // No column for the kernel to visit; the counts are still defined: each side loses
+    // one model for every target, unless it is empty (see the kernel).
     auto k_in = keep.sum(0, /*keepdim=*/true, at::kLong);
-    auto kl = keep.to(at::kLong);
     auto k_out = k_in.neg().add(n);
-    counts = at::stack({k_in.sub(kl), k_out.sub(kl.neg().add(1))}, 0);
-    return {stats, counts};
+    counts = at::stack({k_in.sub(1).clamp_min(0), k_out.sub(1).clamp_min(0)}, 0).expand({2, n, m});
+    return {stats, counts.contiguous()};
   }
   counts = at::empty({2, n, m}, keep.options().dtype(at::kLong));
   auto stream = c10::cuda::getCurrentCUDAStream();

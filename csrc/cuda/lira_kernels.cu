@@ -5,10 +5,12 @@
 // the block). The column's N scores are loaded into shared memory; each thread finds
 // its model's rank within its side (IN or OUT) by counting, which sorts both sides
 // with no data-dependent control flow (O(N^2) per column, O(N) per thread). Then each
-// thread, as target n, reads the leave-one-out median at shifted indices of its sorted
-// side and computes the mean and population std of the two sides by two passes over
-// shared memory (exact two-pass accuracy; O(N) per target is cheap next to the global
-// traffic for the N of a shadow-model audit).
+// thread, as target n, removes itself from its own sorted side and the other side's
+// highest-indexed model from that side (so both sides' sizes do not depend on n's
+// membership: see the reference), reads the medians at shifted indices and computes
+// the means and population stds by two passes over shared memory (exact two-pass
+// accuracy; O(N) per target is cheap next to the global traffic for the N of a
+// shadow-model audit).
 #include "ptqx/cuda/lira.h"
 
 namespace ptqx::cuda {
@@ -18,14 +20,13 @@ struct Moments {
   double median, mean, std;
 };
 
-// Statistics of sorted side s[0, k) with element r removed (r = -1: none removed).
-// Needs a nonempty result.
+// Statistics of sorted side s[0, k) with element r removed; needs k >= 2.
 __device__ Moments side_moments(const double* s, int k, int r) {
-  const int len = k - (r >= 0 ? 1 : 0);
+  const int len = k - 1;
   const int lo = (len - 1) / 2, hi = len / 2;
   Moments out;
-  const double a = s[lo + ((r >= 0 && lo >= r) ? 1 : 0)];
-  const double b = s[hi + ((r >= 0 && hi >= r) ? 1 : 0)];
+  const double a = s[lo + (lo >= r ? 1 : 0)];
+  const double b = s[hi + (hi >= r ? 1 : 0)];
   out.median = (a + b) / 2;  // np.median
   double sum = 0;
   for (int i = 0; i < k; ++i) sum += (i == r) ? 0.0 : s[i];
@@ -50,22 +51,26 @@ __global__ void lira_loo_stats_kernel(const T* __restrict__ ref, const bool* __r
   double* sorted_out = sorted_in + n;
   int* pos = reinterpret_cast<int*>(sorted_out + n);  // [n] rank within own side
   bool* member = reinterpret_cast<bool*>(pos + n);    // [n]
-  __shared__ int k_in_shared;
+  __shared__ int k_in_shared, last_in_shared, last_out_shared;
 
   const int64_t plane = int64_t(n) * m * v;
   for (int64_t col = blockIdx.x; col < m * v; col += gridDim.x) {
     const int64_t e = col / v;
-    if (threadIdx.x == 0) k_in_shared = 0;
+    if (threadIdx.x == 0) k_in_shared = 0, last_in_shared = -1, last_out_shared = -1;
     __syncthreads();
-    int local_in = 0;
+    int local_in = 0, local_last_in = -1, local_last_out = -1;
     for (int j = threadIdx.x; j < n; j += blockDim.x) {
       x[j] = static_cast<double>(ref[int64_t(j) * m * v + col]);
       member[j] = keep[int64_t(j) * m + e];
       local_in += member[j] ? 1 : 0;
+      (member[j] ? local_last_in : local_last_out) = j;  // j only grows per thread
     }
     atomicAdd(&k_in_shared, local_in);
+    atomicMax(&last_in_shared, local_last_in);
+    atomicMax(&last_out_shared, local_last_out);
     __syncthreads();
     const int k_in = k_in_shared, k_out = n - k_in;
+    const int last_in = last_in_shared, last_out = last_out_shared;
     // Rank within the own side; ties broken by model index, as the CPU kernel sorts.
     for (int j = threadIdx.x; j < n; j += blockDim.x) {
       const bool mj = member[j];
@@ -85,10 +90,10 @@ __global__ void lira_loo_stats_kernel(const T* __restrict__ ref, const bool* __r
       const int k_own = mt ? k_in : k_out, k_oth = mt ? k_out : k_in;
       Moments loo{0, 0, 0}, other{0, 0, 0};
       if (k_own > 1) loo = side_moments(own, k_own, pos[t]);
-      if (k_oth > 0) other = side_moments(oth, k_oth, -1);
+      if (k_oth > 1) other = side_moments(oth, k_oth, pos[mt ? last_out : last_in]);
       // An empty side borrows the other side's statistics; both empty leaves zeros.
       if (k_own <= 1) loo = other;
-      if (k_oth == 0) other = loo;
+      if (k_oth <= 1) other = loo;
       const Moments& si = mt ? loo : other;
       const Moments& so = mt ? other : loo;
       const int64_t o = int64_t(t) * m * v + col;
@@ -98,9 +103,9 @@ __global__ void lira_loo_stats_kernel(const T* __restrict__ ref, const bool* __r
       stats[3 * plane + o] = static_cast<T>(so.mean);
       stats[4 * plane + o] = static_cast<T>(si.std);
       stats[5 * plane + o] = static_cast<T>(so.std);
-      if (col % v == 0) {
-        counts[int64_t(t) * m + e] = k_in - (mt ? 1 : 0);
-        counts[int64_t(n) * m + int64_t(t) * m + e] = k_out - (mt ? 0 : 1);
+      if (col % v == 0) {  // each side lost one model, unless it was empty
+        counts[int64_t(t) * m + e] = k_in > 0 ? k_in - 1 : 0;
+        counts[int64_t(n) * m + int64_t(t) * m + e] = k_out > 0 ? k_out - 1 : 0;
       }
     }
     __syncthreads();  // shared memory is reused by the next column

@@ -1,7 +1,9 @@
 """``ptqx.attacks``: membership-inference attacks on shadow-model scores, and metrics.
 
 Every model serves as the target in turn, attacked with the other N - 1 models as
-references; statistics pool into one ROC per configuration.
+references (per example less one model of the side the target is not on, so the side
+sizes do not reveal its membership: ``ptqx.ops.lira_loo_stats``); statistics pool into
+one ROC per configuration.
 
 - :func:`attack_statistic` / :func:`attack_statistics`: statistics by name from
   :data:`ATTACKS` ("lira_online", "lira_online_fixed_var", "lira_offline",

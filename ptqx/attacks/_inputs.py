@@ -15,7 +15,9 @@ import torch
 from ptqx.ops import LooStats, lira_loo_stats
 
 MODES = ("ptqx", "faithful")
-MIN_MODELS = 3  # each target needs IN and OUT references among the other N - 1 models
+# Each target's references are the other models less one of the side the target is not
+# on (``lira_loo_stats``); with balanced membership N = 4 leaves one IN and one OUT.
+MIN_MODELS = 4
 
 
 def as_tensor(name: str, x: object) -> torch.Tensor:
@@ -93,7 +95,8 @@ class AttackInputs:
         if n < MIN_MODELS:
             raise ValueError(
                 f"target_scores: need at least {MIN_MODELS} models (dim 0) so that every target "
-                f"has IN and OUT reference models among the others, got {n}"
+                f"keeps IN and OUT reference models after leaving out itself and one model of "
+                f"the other side, got {n}"
             )
         if v < 1:
             raise ValueError(
@@ -101,6 +104,23 @@ class AttackInputs:
             )
         k = check_keep(keep, (n, m), target.device)
         return cls(target.contiguous(), ref.contiguous(), k.contiguous())
+
+    @property
+    def dropped(self) -> torch.Tensor:
+        """int64 [N, M]: the model left out with target n on example m, or -1.
+
+        As ``lira_loo_stats`` does: the highest-indexed model of the side (IN/OUT) that
+        n is not on, so the reference sets' sizes do not reveal n's membership.
+        """
+
+        def make():
+            n = self.keep.shape[0]
+            models = torch.arange(n, device=self.keep.device).unsqueeze(1)
+            last_in = torch.where(self.keep, models, -1).amax(0)
+            last_out = torch.where(~self.keep, models, -1).amax(0)
+            return torch.where(self.keep, last_out, last_in)
+
+        return self.cached("dropped", make)
 
     @property
     def loo(self) -> LooStats:

@@ -161,7 +161,9 @@ def attack_statistic(
     """Membership statistic of every (target model, example) pair; higher = member.
 
     Every model n is the target in turn and is attacked with the reference models
-    j != n (leave-one-out: reference n shares target n's training set). With the same
+    j != n (leave-one-out: reference n shares target n's training set), less on each
+    example one model of the side n is not on, so that both sides' sizes are the same
+    for members and non-members (``ptqx.ops.lira_loo_stats``). With the same
     array for both score arguments this is the usual shadow-model audit; with quantized
     targets and full-precision (or equally quantized) references it is the paper's (or
     an adaptive) attacker.
@@ -172,7 +174,7 @@ def attack_statistic(
         target_scores: float [N, M, V] LiRA scores (``ptqx.ops.logit_scores``) of the
             N target models on M examples under V views; numpy or torch, finite.
         ref_scores: float [N, M, V], the reference models' scores, same shape.
-        keep: bool [N, M], keep[j, m] iff model j trained on example m. N >= 3.
+        keep: bool [N, M], keep[j, m] iff model j trained on example m. N >= 4.
         mode: "ptqx" (corrected, default) or "faithful" (Quant-MIA's formulas); see
             :mod:`ptqx.attacks.lira` and ``ATTACKS[name].label(mode)``.
         **options: attack-specific keywords (RMIA: offline, offline_a, gamma,

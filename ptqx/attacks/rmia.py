@@ -5,7 +5,8 @@ and the LOSS baseline (Yeom et al. 2018).
 Scores are LiRA's ``log p - log(1 - p)``, so the true-class probability is
 ``p = sigmoid(score)``; RMIA works on p averaged over the views.
 
-RMIA, for target n (reference models: j != n):
+RMIA, for target n (reference models: j != n and, per example, one model of the side n
+is not on left out too, as for LiRA: see ``ptqx.ops.lira_loo_stats``):
 
 - ``Pr(x | theta_n)`` = the target's p on x;
 - ``Pr(x)``: online, the mean of p over all reference models; offline (default, as the
@@ -64,12 +65,21 @@ def rmia(
     n_models, m = keep.shape
     p_target = _probabilities(inp.target)
     p_ref = _probabilities(inp.ref)
-    # Leave-one-out means over the reference models j != n, for all targets at once.
-    p_all = (p_ref.sum(0, keepdim=True) - p_ref) / (n_models - 1)
+    # Means over the reference models of every (target, example), for all targets at
+    # once: all models less the target and its dropped partner. Keeping the partner
+    # would put one more model of the side the target is not on into p_all, which
+    # tells members apart (null-target AUC 0.56 at N = 16).
+    drop = inp.dropped  # [N, M]
+    has_drop = drop >= 0
+    p_drop = torch.where(has_drop, p_ref.gather(0, drop.clamp(min=0)), 0)
+    cnt_all = (n_models - 1) - has_drop.to(torch.float64)
+    p_all = (p_ref.sum(0, keepdim=True) - p_ref - p_drop) / cnt_all.clamp(min=1)
     if offline:
         out = (~keep).to(torch.float64)
-        cnt = out.sum(0, keepdim=True) - out
-        mean_out = ((p_ref * out).sum(0, keepdim=True) - p_ref * out) / cnt.clamp(min=1)
+        out_drop = torch.where(has_drop, out.gather(0, drop.clamp(min=0)), 0)
+        cnt = out.sum(0, keepdim=True) - out - out_drop
+        removed = p_ref * out + p_drop * out_drop
+        mean_out = ((p_ref * out).sum(0, keepdim=True) - removed) / cnt.clamp(min=1)
         # An example OUT for no other model has no OUT estimate: fall back to all models.
         mean_out = torch.where(cnt > 0, mean_out, p_all)
         a = float(offline_a)

@@ -34,17 +34,20 @@ def lira_loo_stats(ref_scores: torch.Tensor, keep: torch.Tensor) -> LooStats:
     """IN/OUT median, mean, population std and counts, leaving out each model in turn.
 
     For every target model ``n`` the statistics of example m, view v are taken over the
-    other models' scores ``ref_scores[j, m, v]``, ``j != n``, split by ``keep[j, m]``
-    (IN: j trained on m; OUT: it did not). Medians follow ``np.median`` (mean of the two
-    middle values for an even count), stds are population stds (ddof 0): LiRA's
-    per-example Gaussians (Carlini et al. 2022) as the Quant-MIA code fits them. The
-    native kernels sort each (example, view) column once and then update in O(1) per
-    target (prefix/suffix Welford moments merged with Chan's formula, so the variance
-    never subtracts large sums).
+    other models' scores ``ref_scores[j, m, v]``, split by ``keep[j, m]`` (IN: j trained on
+    m; OUT: it did not), with one more model left out: the highest-indexed model of the
+    side n is not on. Leaving out n alone would shrink only n's own side, and with
+    balanced membership the side sizes would then reveal whether n trained on m; this
+    way the counts are ``k_in - 1`` and ``k_out - 1`` for every target. Medians follow
+    ``np.median`` (mean of the two middle values for an even count), stds are population
+    stds (ddof 0): LiRA's per-example Gaussians (Carlini et al. 2022) as the Quant-MIA
+    code fits them. The native kernels sort each (example, view) column once and then
+    update in O(1) per target (prefix/suffix Welford moments merged with Chan's formula,
+    so the variance never subtracts large sums).
 
-    A side with no model (example IN, or OUT, for every model but n) takes the other
-    side's statistics, so an IN-vs-OUT likelihood ratio built from them is exactly 0
-    rather than NaN; the counts identify these entries. With N = 1 all statistics are 0.
+    A side with no model left takes the other side's statistics, so an IN-vs-OUT
+    likelihood ratio built from them is exactly 0 rather than NaN; the counts identify
+    these entries. With no model left on either side all statistics are 0.
 
     Args:
         ref_scores: float32/float64 ``[N, M, V]`` (models, examples, views), finite.

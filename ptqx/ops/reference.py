@@ -586,15 +586,26 @@ def lira_loo_stats(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-example IN/OUT statistics of the reference scores, leaving out each target.
 
-    The direct definition: for every target model ``n``, drop model ``n`` and, for every
-    example ``m`` and view ``v``, take the scores of the remaining models that trained on
-    ``m`` (IN) and those that did not (OUT); report each side's np.median (mean of the two
-    middle values for an even count), mean and population std (ddof 0), as LiRA fits its
-    per-example Gaussians (Carlini et al. 2022; Quant-MIA ``plot.py``). A side with no
-    model (the example is IN, or OUT, for every other model) takes the other side's
-    statistics, so a likelihood ratio built from them is 0 (no evidence) rather than
-    NaN; ``counts`` tells such entries apart. With no other model at all (N = 1) every
-    statistic is 0.
+    The direct definition: for every target model ``n`` and example ``m``, drop model
+    ``n`` and one model of the side ``n`` is not on (the highest-indexed model that
+    trained on ``m`` if ``n`` did not, else the highest-indexed one that did not); for
+    every view ``v`` take the scores of the remaining models that trained on ``m`` (IN)
+    and those that did not (OUT); report each side's np.median (mean of the two middle
+    values for an even count), mean and population std (ddof 0), as LiRA fits its
+    per-example Gaussians (Carlini et al. 2022; Quant-MIA ``plot.py``).
+
+    Why two models leave: dropping the target alone takes one model from the target's
+    own side, so with balanced membership (each example IN for N/2 models) the side the
+    target is on would always hold one model fewer than the other, and the side sizes
+    would tell an attack whether the target trained on ``m`` (a null target scores AUC
+    0.56 with online RMIA at N = 16, and 0 or 1 with N = 4). Dropping one model of the
+    other side makes the counts ``k_in - 1`` and ``k_out - 1`` (``k`` = the models on that
+    side among all N) whatever the target's membership. The highest-indexed model is the
+    one Quant-MIA's truncation of every side to the smallest count drops.
+
+    A side with no model left takes the other side's statistics, so a likelihood ratio
+    built from them is 0 (no evidence) rather than NaN; ``counts`` tells such entries
+    apart. With nothing left on either side every statistic is 0.
 
     Args:
         ref_scores: float32/float64 [N, M, V], finite.
@@ -602,15 +613,19 @@ def lira_loo_stats(
     Returns:
         stats: [6, N, M, V] in the dtype of ``ref_scores``, rows in the order of
             ``LOO_STAT_NAMES`` (median_in, median_out, mean_in, mean_out, std_in, std_out);
-        counts: int64 [2, N, M], the number of IN and OUT models other than n.
+        counts: int64 [2, N, M], the number of IN and OUT models the statistics use.
     """
     n_models, m, v = ref_scores.shape
     x = ref_scores.to(torch.float64)
     stats = torch.empty((6, n_models, m, v), dtype=torch.float64, device=x.device)
     counts = torch.empty((2, n_models, m), dtype=torch.int64, device=x.device)
-    models = torch.arange(n_models, device=x.device)
+    models = torch.arange(n_models, device=x.device).unsqueeze(1)  # [N, 1]
+    # The highest-indexed IN and OUT model of every example (-1: none).
+    last_in = torch.where(keep, models, -1).amax(0) if n_models else None
+    last_out = torch.where(~keep, models, -1).amax(0) if n_models else None
     for n in range(n_models):
-        others = (models != n).unsqueeze(1)  # [N, 1]
+        dropped = torch.where(keep[n], last_out, last_in)  # [M]: the other side's model
+        others = (models != n) & (models != dropped.unsqueeze(0))  # [N, M]
         sides = []
         for member in (True, False):
             mask = (keep == member) & others  # [N, M]

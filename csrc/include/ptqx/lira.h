@@ -1,9 +1,14 @@
 // Torch-free CPU kernel: leave-one-out LiRA statistics (semantics and fallbacks:
 // ptqx/ops/reference.py::lira_loo_stats; LiRA: Carlini et al. 2022, Sec. IV).
 //
+// For target n and example m the statistics leave out model n and one model of the
+// side n is not on (that side's highest-indexed model), so both sides' sizes are the
+// same whatever n's membership (see the reference for why that matters).
 // For each (example m, view v) the N reference scores are split into IN and OUT by
-// keep[:, m] and each side is sorted once. Leaving out target n removes one element
-// (at its sorted position r) from one side and leaves the other side whole, so:
+// keep[:, m] and each side is sorted once. Every target then removes exactly one
+// element from each side: itself from its own side (at its sorted position), the
+// designated model from the other. So each side needs only its leave-one-out
+// statistics, one per element:
 // - the median is read at shifted indices of the sorted side: O(1);
 // - mean and M2 come from prefix moments of s[0, r) and suffix moments of s(r, k),
 //   each accumulated with Welford's update and merged with Chan et al.'s formula
@@ -31,7 +36,6 @@ struct Side {
   std::vector<double> pre_mean, pre_m2;           // moments of s[0, i), i = 0..k
   std::vector<double> suf_mean, suf_m2;           // moments of s[i, k), i = 0..k
   std::vector<double> loo_median, loo_mean, loo_std;  // without s[r], r = 0..k-1
-  double median = 0, mean = 0, std = 0;           // of the whole side
 
   void reserve(int64_t n) {
     items.reserve(n);
@@ -42,11 +46,10 @@ struct Side {
   int64_t size() const { return static_cast<int64_t>(items.size()); }
 
   // Sorts the side, records each model's sorted position in pos[model], and fills the
-  // whole-side and leave-one-out statistics. inv[i] = 1 / i.
+  // leave-one-out statistics. inv[i] = 1 / i.
   void prepare(int64_t* pos, const double* inv) {
     std::sort(items.begin(), items.end());  // ties broken by model index: deterministic
     const int64_t k = size();
-    median = mean = std = 0;
     if (k == 0) return;
     for (int64_t i = 0; i < k; ++i) {
       s[i] = items[i].first;
@@ -71,9 +74,6 @@ struct Side {
       suf_mean[i] = mu;
       suf_m2[i] = m2;
     }
-    median = (s[(k - 1) / 2] + s[k / 2]) / 2;  // np.median
-    mean = pre_mean[k];
-    std = std::sqrt(pre_m2[k] * inv[k]);
     if (k == 1) return;  // removing the only element leaves nothing to describe
     // Without s[r] the sorted list is y[i] = s[i + (i >= r)]; its median reads the two
     // middle entries of y. Moments: prefix [0, r) merged with suffix (r, k) (Chan).
@@ -103,7 +103,7 @@ struct Stat {
 
 // ref: [n, m, v] row-major; keep: [n, m] (bool); stats: [6, n, m, v] in the order
 // median_in, median_out, mean_in, mean_out, std_in, std_out; counts: [2, n, m]
-// (IN count, OUT count over models != target).
+// (IN count, OUT count of the models the statistics use).
 template <typename T>
 void lira_loo_stats_cpu(const T* ref, const bool* keep, int64_t n, int64_t m, int64_t v, T* stats,
                         int64_t* counts) {
@@ -121,12 +121,19 @@ void lira_loo_stats_cpu(const T* ref, const bool* keep, int64_t n, int64_t m, in
     std::vector<int64_t> pos(n);
 #pragma omp for schedule(static)
     for (int64_t e = 0; e < m; ++e) {
-      int64_t k_in = 0;
-      for (int64_t j = 0; j < n; ++j) k_in += keep[j * m + e] ? 1 : 0;
-      const int64_t k_out = n - k_in;
+      int64_t k_in = 0, last_in = -1, last_out = -1;
       for (int64_t j = 0; j < n; ++j) {
-        counts[j * m + e] = k_in - (keep[j * m + e] ? 1 : 0);
-        counts[n * m + j * m + e] = k_out - (keep[j * m + e] ? 0 : 1);
+        const bool kj = keep[j * m + e];
+        k_in += kj ? 1 : 0;
+        (kj ? last_in : last_out) = j;
+      }
+      const int64_t k_out = n - k_in;
+      // Each side loses one model for every target (itself, or the designated one);
+      // a side that is already empty stays empty.
+      const int64_t c_in = std::max<int64_t>(k_in - 1, 0), c_out = std::max<int64_t>(k_out - 1, 0);
+      for (int64_t j = 0; j < n; ++j) {
+        counts[j * m + e] = c_in;
+        counts[n * m + j * m + e] = c_out;
       }
       for (int64_t c = 0; c < v; ++c) {
         in.items.clear();
@@ -137,19 +144,23 @@ void lira_loo_stats_cpu(const T* ref, const bool* keep, int64_t n, int64_t m, in
         }
         in.prepare(pos.data(), inv.data());
         out.prepare(pos.data(), inv.data());
-        const Stat in_full{in.median, in.mean, in.std}, out_full{out.median, out.mean, out.std};
+        // Without its designated model the other side's statistics are the same for
+        // every target on the opposite side: read them once.
+        auto without = [&](const Side& side, int64_t model) {
+          const int64_t r = pos[model];
+          return Stat{side.loo_median[r], side.loo_mean[r], side.loo_std[r]};
+        };
+        const Stat in_less = in.size() > 1 ? without(in, last_in) : Stat{};
+        const Stat out_less = out.size() > 1 ? without(out, last_out) : Stat{};
         for (int64_t t = 0; t < n; ++t) {
           const bool member = keep[t * m + e];
           const Side& own = member ? in : out;
-          Stat loo, other = member ? out_full : in_full;
-          const bool own_empty = own.size() == 1;
-          const bool other_empty = (member ? k_out : k_in) == 0;
-          if (!own_empty) {
-            const int64_t r = pos[t];
-            loo = Stat{own.loo_median[r], own.loo_mean[r], own.loo_std[r]};
-          }
+          const Side& oth = member ? out : in;
+          Stat loo, other = member ? out_less : in_less;
+          const bool own_empty = own.size() <= 1, other_empty = oth.size() <= 1;
+          if (!own_empty) loo = without(own, t);
           // An empty side borrows the other side's statistics (reference.py); both
-          // empty (n == 1) leaves zeros.
+          // empty leaves zeros.
           if (own_empty) loo = other;
           if (other_empty) other = loo;
           const Stat& si = member ? loo : other;

@@ -381,6 +381,15 @@ T atomicAdd(T* address, T v) {
   return old;
 }
 
+// CUDA defines atomicMax for integers only.
+template <typename T>
+T atomicMax(T* address, T v) {
+  static_assert(std::is_integral_v<T>);
+  const T old = *address;
+  *address = old > v ? old : v;
+  return old;
+}
+
 inline cudaError_t cudaGetLastError() {
   const cudaError_t e = ::ptqx_emu::g_last_error;
   ::ptqx_emu::g_last_error = cudaSuccess;
