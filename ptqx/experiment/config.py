@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ptqx.attacks import MIN_MODELS
+
 SUPPORTED_BITS = (8.0, 4.0, 3.0, 2.0, 1.58)
 DEFAULT_METHODS = ("rtn", "gptq", "obc", "adaround", "brecq")
 DEFAULT_ATTACKS = (
@@ -194,9 +196,10 @@ class AuditConfig:
             p.append(f"data_root: {self.data_root!r} does not exist")
         if not isinstance(self.arch, str) or not self.arch:
             p.append(f"arch: expected a non-empty name, got {self.arch!r}")
-        if not is_int(self.n_models) or self.n_models < 2:
+        if not is_int(self.n_models) or self.n_models < MIN_MODELS:
             p.append(
-                f"n_models: need an integer >= 2 (leave-one-out needs reference models), got {self.n_models!r}"
+                f"n_models: need an integer >= {MIN_MODELS} (every model is attacked with the "
+                f"others as IN and OUT reference models), got {self.n_models!r}"
             )
         if self.universe_size is not None and (
             not is_int(self.universe_size) or self.universe_size < 2
