@@ -5,6 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+DESCRIPTION = (
+    "ptqx: audit post-training quantization (RTN, GPTQ, OBC, AdaRound, BRECQ) with "
+    "membership-inference attacks. `ptqx run` trains models, quantizes them and attacks "
+    "every configuration; `ptqx report` rebuilds a run's report; `ptqx info` shows which "
+    "kernels are native."
+)
+
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from ptqx.ops.info import describe
@@ -100,7 +107,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
             return 2
     try:
         results = audit(
-            config, progress=not args.no_progress, report=not args.no_report, executor=executor
+            config,
+            progress=not args.no_progress,
+            report=not args.no_report,
+            executor=executor,
+            overwrite=args.overwrite,
         )
     except ConfigError as e:
         print(f"ptqx run: {e}", file=sys.stderr)
@@ -146,10 +157,11 @@ def _rerun_command() -> str:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from ptqx.experiment import write_report
+    from ptqx.experiment.report import ReportError
 
     try:
         md, html = write_report(args.run)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ReportError) as e:
         print(f"ptqx report: {e}", file=sys.stderr)
         return 2
     print(f"ptqx report: wrote {md} and {html}")
@@ -157,7 +169,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ptqx", description=__doc__)
+    parser = argparse.ArgumentParser(prog="ptqx", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="which kernel serves each op, and versions")
     info.set_defaults(func=_cmd_info)
@@ -225,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--out", help="run folder (default runs/<dataset>)")
     run.add_argument("--store", help="artifact store folder (default <out>/store; may be shared)")
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="if --out holds a run with another membership setup (data, universe, models, "
+        "seed, calibration size), replace its outputs instead of refusing (the store is kept)",
+    )
     run.add_argument("--device", help="cpu (default) or cuda")
     run.add_argument(
         "--threads", type=int, help="torch threads per unit/worker (default: cores / jobs)"

@@ -90,3 +90,31 @@ def test_cli_parsing():
 def test_cli_report_on_missing_run(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "no results.json" in capsys.readouterr().err
+
+
+def test_cli_help_is_for_users(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "argument parsing only" not in out and "membership-inference" in out
+
+
+def test_cli_config_that_is_a_folder(tmp_path, capsys):
+    assert main([*TINY, "--config", str(tmp_path), "--out", str(tmp_path / "never")]) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"schema": "ptqx.audit.results/1", "rows": [{"con', "not readable JSON"),
+        ('{"schema": "ptqx.audit.results/1", "configs": [], "rows": []}', "no result rows"),
+        ("[]", "not a ptqx results file"),
+        ('{"configs": [{"name": "fp32"}], "rows": [{"attack": "loss"}]}', "malformed results"),
+    ],
+)
+def test_cli_report_on_damaged_results(tmp_path, capsys, text, message):
+    (tmp_path / "results.json").write_text(text)
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ptqx report:") and message in err

@@ -174,8 +174,17 @@ def test_fashion_mnist_idx(tmp_path, gz):
 
 def test_fashion_mnist_dotted_names(tmp_path):
     arrs = write_mnist(tmp_path, gz=False, dotted=True)
+    # Only the dotted variant exists, so the load below must go through the dotted lookup.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "t10k-images.idx3-ubyte",
+        "t10k-labels.idx1-ubyte",
+        "train-images.idx3-ubyte",
+        "train-labels.idx1-ubyte",
+    ]
     d = load_dataset("fashion-mnist", root=tmp_path)
+    assert np.array_equal(d.x_train[:, 0].numpy(), arrs["train-images"])
     assert np.array_equal(d.x_test[:, 0].numpy(), arrs["t10k-images"])
+    assert np.array_equal(d.y_test.numpy(), arrs["t10k-labels"].astype(np.int64))
 
 
 def test_idx_missing_folder(tmp_path):
@@ -358,6 +367,33 @@ def test_cifar_labels_out_of_range(tmp_path, which):
         load_dataset(which, root=tmp_path)
 
 
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        (
+            "data",
+            lambda d: d.astype(np.float32) / 255,
+            "'data' must hold integers, got dtype float32",
+        ),
+        ("data", lambda d: d.astype(np.int64) + 200, r"'data' values must lie in \[0, 255\]"),
+        (
+            "data",
+            lambda d: np.full(d.shape, np.nan),
+            "'data' must hold integers, got dtype float64",
+        ),
+        ("labels", lambda y: np.asarray(y, np.float64) + 0.7, "'labels' must hold integers"),
+    ],
+)
+def test_cifar_refuses_wrong_dtypes(tmp_path, key, value, message):
+    write_cifar10(tmp_path)
+    p = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    d = pickle.loads(p.read_bytes())
+    d[key.encode()] = value(d[key.encode()])
+    p.write_bytes(pickle.dumps(d, protocol=2))
+    with pytest.raises(DatasetError, match=rf"data_batch_3: {message}"):
+        load_dataset("cifar10", root=tmp_path)
+
+
 # ------------------------------------------------------------------ Tiny ImageNet
 
 
@@ -428,6 +464,21 @@ def test_tinyimagenet_bad_inputs(tmp_path):
         load_dataset("tinyimagenet", root=tmp_path)
 
 
+def test_tinyimagenet_odd_first_image_and_empty_val(tmp_path):
+    from PIL import Image
+
+    folder = write_tiny(tmp_path)
+    first = folder / "train" / "n01443537" / "images" / "n01443537_0.JPEG"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(first)
+    # The odd image is the first one: the message must name it, not only the next image.
+    with pytest.raises(DatasetError, match=r"expected 32x32 \(the size of .*n01443537_0.JPEG"):
+        load_dataset("tinyimagenet", root=tmp_path)
+    first.unlink()
+    (folder / "val" / "val_annotations.txt").write_text("\n")
+    with pytest.raises(DatasetError, match="val_annotations.txt: no validation images"):
+        load_dataset("tinyimagenet", root=tmp_path)
+
+
 def test_tinyimagenet_mixed_sizes(tmp_path):
     from PIL import Image
 
@@ -492,6 +543,13 @@ def test_npz_bad_inputs(tmp_path):
         "x_test must have 1 or 3 channels": {**good, "x_test": np.zeros((2, 5, 8, 8), np.uint8)},
         "y_train must be a 1-D integer": {**good, "y_train": np.array([0.0, 1.0, 2.0])},
         "must be equal square images": {**good, "x_test": np.zeros((2, 9, 9), np.uint8)},
+        "finite": {**good, "mean": np.array([np.nan]), "std": np.array([0.2])},
+        "finite positive stds": {**good, "mean": np.array([0.5]), "std": np.array([np.nan])},
+        "test split is empty": {
+            **good,
+            "x_test": np.zeros((0, 8, 8), np.uint8),
+            "y_test": np.zeros(0, np.int64),
+        },
     }
     for i, (msg, arrs) in enumerate(cases.items()):
         p = tmp_path / f"bad{i}.npz"
@@ -603,6 +661,11 @@ def test_dataset_validation():
         Dataset(**{**ok, "y_test": torch.zeros(3, dtype=torch.int64)})
     with pytest.raises(DatasetError, match="positive stds"):
         Dataset(**{**ok, "std": (0.0,)})
+    for bad in ({"std": (float("nan"),)}, {"mean": (float("nan"),)}, {"std": (float("inf"),)}):
+        with pytest.raises(DatasetError, match="finite"):
+            Dataset(**{**ok, **bad})
+    with pytest.raises(DatasetError, match="test split is empty"):
+        Dataset(**{**ok, "x_test": x[:0], "y_test": torch.zeros(0, dtype=torch.int64)})
     with pytest.raises(DatasetError, match="shift"):
         Dataset(**{**ok, "shift": 8})
 

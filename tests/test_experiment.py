@@ -404,3 +404,122 @@ def test_report_without_matplotlib_still_has_tables(finished_run, tmp_path, monk
     text = html.read_text()
     assert "matplotlib is not installed" in text and "data:image/png" not in text
     assert "<table>" in text and "rtn-2b" in md.read_text()
+
+
+# -- run folders never mix configurations -------------------------------------------------
+
+
+def test_run_folder_with_another_setup_is_refused(finished_run, tmp_path, monkeypatch):
+    from ptqx.experiment.report import ReportError
+
+    out = copy_run(finished_run[0], tmp_path / "run")
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    doc = json.loads((out / "results.json").read_text())
+    assert (
+        doc["layout_hash"]
+        and doc["config_hash"]
+        and set(doc["score_sha256"])
+        == {
+            "fp32",
+            "rtn-4b",
+            "rtn-2b",
+        }
+    )
+    counter = Counter(monkeypatch)
+    for change, shown in (
+        ({"seed": 1}, "seed 0 -> 1"),
+        ({"n_models": 6, "universe_size": 96}, "n_models 4 -> 6"),
+    ):
+        with pytest.raises(
+            ConfigError, match=rf"another membership setup \(.*{shown}.*--overwrite"
+        ):
+            audit(tiny_config(out, **change), progress=False)
+    # Refused before anything ran or was written: the old run is intact and reportable.
+    assert counter.names == []
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    # A folder left mixed (membership files of another setup beside the old results, as
+    # earlier versions wrote them) is refused by the report instead of read.
+    np.save(out / "keep.npy", ~np.load(out / "keep.npy"))
+    with pytest.raises(ReportError, match="another membership setup"):
+        from ptqx.experiment import write_report
+
+        write_report(out)
+    # Scores that are not the ones results.json was made with are refused too.
+    np.save(out / "keep.npy", np.load(finished_run[0] / "keep.npy"))
+    np.save(out / "scores" / "rtn-2b.npy", np.zeros((4, 160, 2)))
+    with pytest.raises(ReportError, match="rtn-2b.npy is not the score file"):
+        write_report(out)
+
+
+def test_overwrite_replaces_a_run_with_another_setup(finished_run, tmp_path):
+    out = copy_run(finished_run[0], tmp_path / "run")
+    (out / "scores" / "stale.npy").write_bytes(b"old")
+    res = audit(
+        tiny_config(out, n_models=4, universe_size=64, calib_size=8),
+        progress=False,
+        report=False,
+        overwrite=True,
+    )
+    assert np.load(out / "keep.npy").shape == (4, 64)
+    assert not (out / "report.html").exists() and not (out / "scores" / "stale.npy").exists()
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["rows"] == res.rows and doc["config"]["universe_size"] == 64
+    # The store keeps the other setup's artifacts.
+    assert len(FileStore(out / "store").list()) > len(plan_audit(tiny_config(out)).units)
+
+
+def test_every_config_problem_fails_before_training(tmp_path, monkeypatch):
+    counter = Counter(monkeypatch)
+    out = tmp_path / "never"
+    cases = [
+        (
+            {"quant_options": {"rtn": {"itres": 5}}},
+            r"quant_options\['rtn'\]: unknown option\(s\) itres",
+        ),
+        (
+            {"quant_options": {"rtn": {"bits": 3, "calib": 1, "layer_bits": {}}}},
+            r"quant_options\['rtn'\]: bits, calib, layer_bits cannot be an option",
+        ),
+        ({"quant_options": {"rtn": {"grid": "median"}}}, r"quant_options\['rtn'\]: at 4 bits"),
+        ({"arch": "small_cnnn"}, "arch: unknown 'small_cnnn'"),
+        ({"arch": "math:sqrt"}, r"arch: cannot build 'math:sqrt'"),
+        ({"device": "cpux"}, "device: 'cpux' is not a torch device"),
+        ({"layer_bits": {"nonexistent_layer": 8}}, "'nonexistent_layer' match"),
+    ]
+    for change, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            audit(tiny_config(out, **change), progress=False)
+    assert counter.names == [] and not out.exists()
+    # A pattern that does match is accepted.
+    plan_audit(tiny_config(out, layer_bits={"fc*": 8}))
+
+
+def test_toml_with_audit_table_rejects_other_top_level_keys(tmp_path):
+    body = '[audit]\ndataset = "digits"\nn_models = 4\n'
+    cases = {
+        "n_models = 4\n" + body: "top-level setting 'n_models' is not read",
+        body + "[trian]\nepochs = 1\n": "top-level table 'trian' is not read",
+        body + "[train]\nepochs = 1\n": None,
+    }
+    for i, (text, message) in enumerate(cases.items()):
+        path = tmp_path / f"c{i}.toml"
+        path.write_text(text)
+        if message is None:
+            assert AuditConfig.from_toml(path).train_overrides() == {"epochs": 1}
+        else:
+            with pytest.raises(ConfigError, match=message):
+                AuditConfig.from_toml(path)
+    with pytest.raises(ConfigError, match="is a folder"):
+        AuditConfig.from_toml(tmp_path)
+
+
+def test_store_metadata_that_is_not_a_record_counts_as_missing(tmp_path):
+    store = FileStore(tmp_path)
+    key = "ab" * 16
+    store.put(key, {"x": torch.zeros(2)})
+    (tmp_path / key[:2] / f"{key}.json").write_text("[]")
+    assert not store.exists(key) and not store.exists(key, verify=True)
+    with pytest.raises(ArtifactMissing):
+        store.get(key)
+    with pytest.raises(ArtifactMissing):
+        store.info(key)

@@ -347,7 +347,9 @@ def test_artifact_truncated_during_a_run_is_never_used(reference, toml, tmp_path
     """Corruption after the pre-run check (a flaky shared file system): the unit that loads
     it fails on the checksum, the run says so, and the rerun recomputes both."""
     out = tmp_path / "run"
-    shutil.copytree(reference[0], out)
+    # Only the store is copied: a run folder copied from the reference would already hold
+    # results.json, and the check below could not fail.
+    shutil.copytree(reference[0] / "store", out / "store")
     plan = plan_audit(config(toml, out))
     by_name = {u.name: u for u in plan.units}
     store = FileStore(out / "store")
@@ -361,10 +363,43 @@ def test_artifact_truncated_during_a_run_is_never_used(reference, toml, tmp_path
     with pytest.raises(AuditError, match="ArtifactCorrupt") as e:
         audit(config(toml, out), progress=False, report=False, on_event=corrupt_when_done)
     assert "score/rtn-4b" in str(e.value)
-    assert not (out / "results.json").exists() or rows(out) == rows(reference[0])
+    # A failed run writes no partial results.
+    assert not (out / "results.json").exists() and not (out / "results.csv").exists()
+    assert not list((out / "scores").glob("*.npy"))
     audit(config(toml, out), progress=False, report=False)
     # The first score attempt stopped while loading its inputs, before computing anything.
     assert counted() == ["quantize/rtn-4b/1", "quantize/rtn-4b/1", "score/rtn-4b"]
+    same_outputs(reference[0], out)
+
+
+def test_process_pool_worker_killed_fails_its_units_cleanly(
+    reference, toml, tmp_path, faults, counted
+):
+    """A pool worker SIGKILLed mid-unit (the OOM killer) breaks the pool: the units that were
+    running are reported failed, none stays "running", finished work is kept, and a rerun
+    completes with the reference numbers."""
+    from ptqx.experiment.executors import WORKER_DIED, ProcessPoolExecutor
+
+    out = tmp_path / "run"
+    shutil.copytree(reference[0] / "store", out / "store")
+    plan = plan_audit(config(toml, out))
+    by_name = {u.name: u for u in plan.units}
+    store = FileStore(out / "store")
+    for name in ("quantize/rtn-4b/1", "quantize/rtn-4b/2", "score/rtn-4b"):
+        store.delete(by_name[name].key)
+    (faults / _faults.flag_name("quantize/rtn-4b/1")).touch()
+    pool = ProcessPoolExecutor(2, setup_hook="tests._faults.install")
+    with pytest.raises(AuditError, match="worker process died") as e:
+        audit(config(toml, out, jobs=2), progress=False, report=False, executor=pool)
+    assert e.value.failed[by_name["quantize/rtn-4b/1"].key] == WORKER_DIED
+    man = json.loads((out / "manifest.json").read_text())
+    status = {n: u["status"] for n, u in man["units"].items()}
+    assert man["status"] == "failed" and "running" not in status.values()
+    assert status["quantize/rtn-4b/1"] == "failed" and status["score/rtn-4b"] == "skipped"
+    assert not (faults / _faults.flag_name("quantize/rtn-4b/1")).exists()
+    assert not (out / "results.json").exists()
+    audit(config(toml, out), progress=False, report=False)
+    assert_store_clean(out / "store")
     same_outputs(reference[0], out)
 
 

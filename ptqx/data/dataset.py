@@ -7,6 +7,7 @@ and the train-time augmentation (flip + zero-padded random crop) is exact on int
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -121,10 +122,18 @@ class Dataset:
                 f"{where}: train images {list(self.x_train.shape[1:])} and test images "
                 f"{list(self.x_test.shape[1:])} differ in shape"
             )
+        if self.x_test.shape[0] == 0:
+            raise DatasetError(f"{where}: the test split is empty (test accuracy needs images)")
         c = self.x_train.shape[1]
-        if len(self.mean) != c or len(self.std) != c or min(self.std) <= 0:
+        if (
+            len(self.mean) != c
+            or len(self.std) != c
+            or not all(math.isfinite(m) for m in self.mean)
+            or not all(math.isfinite(s) and s > 0 for s in self.std)
+        ):
             raise DatasetError(
-                f"{where}: need {c} means and {c} positive stds, got {self.mean}, {self.std}"
+                f"{where}: need {c} finite means and {c} finite positive stds, got "
+                f"{self.mean}, {self.std}"
             )
         if self.shift < 0 or self.shift >= self.x_train.shape[2]:
             raise DatasetError(f"{where}: shift must be in [0, image size), got {self.shift}")

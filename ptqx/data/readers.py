@@ -151,17 +151,33 @@ def read_cifar_pickle(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarra
         raise DatasetError(
             f"{path}: missing key 'data' or {label_key!r} (has {sorted(map(str, d))})"
         )
-    try:
-        data = np.asarray(d["data"], dtype=np.uint8)
-        labels = np.asarray(d[label_key], dtype=np.int64)
-    except (TypeError, ValueError) as exc:
-        raise DatasetError(f"{path}: unreadable 'data' or {label_key!r} ({exc})") from exc
+    data = _integer_array(path, "data", d["data"], 0, 255)
+    labels = _integer_array(path, label_key, d[label_key], None, None)
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise DatasetError(f"{path}: 'data' must be [N, 3072] uint8, got shape {list(data.shape)}")
     if labels.shape != (data.shape[0],):
         raise DatasetError(f"{path}: {labels.size} labels for {data.shape[0]} images")
     # rows are 1024 red, then 1024 green, then 1024 blue values, each row-major 32x32
     return data.reshape(-1, 3, 32, 32), labels
+
+
+def _integer_array(
+    path: Path, key: str, value: object, lo: int | None, hi: int | None
+) -> np.ndarray:
+    """``value`` as an integer array (uint8 for a 0..255 range, else int64), refusing
+    floats, booleans, objects and out-of-range values instead of converting them (a cast
+    would turn 0..1 floats into 0/1 pixels, wrap 256 to 0 and truncate 1.7 to 1)."""
+    try:
+        a = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise DatasetError(f"{path}: unreadable {key!r} ({exc})") from exc
+    if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
+        raise DatasetError(f"{path}: {key!r} must hold integers, got dtype {a.dtype}")
+    if lo is not None and a.size and (int(a.min()) < lo or int(a.max()) > hi):
+        raise DatasetError(
+            f"{path}: {key!r} values must lie in [{lo}, {hi}], got [{int(a.min())}, {int(a.max())}]"
+        )
+    return a.astype(np.uint8 if lo == 0 and hi == 255 else np.int64)
 
 
 def check_labels(path: Path | str, y: np.ndarray, num_classes: int) -> None:
@@ -189,6 +205,10 @@ def find_folder(root: Path, name: str, marker: str) -> Path:
 _TINY_CACHE_VERSION = 1
 
 
+class _SizeMismatch(DatasetError):
+    pass
+
+
 def _decode_jpeg(path: Path, size: int | None) -> np.ndarray:
     try:
         from PIL import Image, UnidentifiedImageError
@@ -202,21 +222,33 @@ def _decode_jpeg(path: Path, size: int | None) -> np.ndarray:
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
         raise DatasetError(f"{path}: cannot decode image ({exc})") from exc
     if size is not None and arr.shape[:2] != (size, size):
-        raise DatasetError(
+        raise _SizeMismatch(
             f"{path}: image is {arr.shape[1]}x{arr.shape[0]}, expected {size}x{size}"
         )
     return arr.transpose(2, 0, 1)
 
 
-def _decode_all(paths: list[Path], size: int | None) -> np.ndarray:
+def _decode_all(paths: list[Path], size: int | None, first: Path | None = None) -> np.ndarray:
+    """Decode ``paths`` into uint8 [N, 3, S, S]; S is ``size``, or the first image's size.
+
+    Every image must have that size; an error names the image that set it (``first``,
+    else ``paths[0]``) as well, since either one may be the odd one out.
+    """
     if not paths:
         return np.zeros((0, 3, size or 64, size or 64), np.uint8)
     if size is None:
-        size = _decode_jpeg(paths[0], None).shape[1]
+        first = paths[0]
+        size = _decode_jpeg(first, None).shape[1]
     out = np.empty((len(paths), 3, size, size), np.uint8)
 
     def work(i: int) -> None:
-        out[i] = _decode_jpeg(paths[i], size)
+        try:
+            out[i] = _decode_jpeg(paths[i], size)
+        except _SizeMismatch as exc:
+            raise DatasetError(
+                f"{exc} (the size of {first}; images of one set must all have one size, "
+                "Tiny ImageNet's is 64x64)"
+            ) from None
 
     # Pillow releases the GIL while decoding, so threads give a real speed-up.
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
@@ -251,6 +283,8 @@ def _tiny_listing(folder: Path) -> tuple[list[str], list[Path], list[int], list[
         lines = [ln.split("\t") for ln in apath.read_text().splitlines() if ln.strip()]
     except OSError as exc:
         raise DatasetError(f"{apath}: cannot read ({exc.strerror or exc})") from exc
+    if not lines:
+        raise DatasetError(f"{apath}: no validation images listed (the test split would be empty)")
     va_paths: list[Path] = []
     va_labels: list[int] = []
     for n, parts in enumerate(lines, 1):
@@ -330,7 +364,7 @@ def read_tinyimagenet(
         except (OSError, ValueError):
             pass  # a damaged cache is rebuilt below
     x_tr = _decode_all(tr_p, None)
-    x_te = _decode_all(va_p, x_tr.shape[2])
+    x_te = _decode_all(va_p, x_tr.shape[2], tr_p[0])
     arrs = [x_tr, np.asarray(tr_y, np.int64), x_te, np.asarray(va_y, np.int64)]
     try:
         cdir.mkdir(parents=True, exist_ok=True)

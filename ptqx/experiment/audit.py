@@ -14,12 +14,21 @@ Run folder (``config.out``)::
     results.json/.csv    one row per configuration x attacker x attack
     report.md/.html      tables and plots
     store/               content-keyed artifacts (models, scores, attack outputs)
+
+A run folder belongs to one membership setup (data, universe, keep, calibration: its
+``layout_hash``). Rerunning with settings that keep the setup (more bits, other
+attacks, fewer bootstrap resamples) extends the run; a run whose setup differs is
+refused before anything is written, unless ``overwrite=True`` (``--overwrite``), which
+first removes the old run's top-level outputs (never the store). ``results.json``
+records the config hash, the layout hash and the sha256 of every score file it was made
+with, so ``ptqx report`` refuses a folder whose files do not belong together.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import hashlib
 import json
 import math
 import os
@@ -118,9 +127,49 @@ def _resolve_dataset(config: AuditConfig):
         problems.append(
             f"n_views: {config.n_views} exceeds the {ds.max_views()} deterministic views of {config.dataset!r}"
         )
+    problems += _model_problems(config, ds)
     if problems:
         raise ConfigError("invalid audit configuration:\n  - " + "\n  - ".join(problems))
     return ds
+
+
+def _model_problems(config: AuditConfig, ds) -> list[str]:
+    """Build the architecture once for the data set and check what the quantizers will
+    need of it (layer_bits keys that match layers, no unsupported weight layers), so such
+    a problem fails before any model is trained."""
+    from ptqx.quant import find_layers, match_layers
+
+    from .registries import build_model
+
+    try:
+        model = build_model(
+            config.arch,
+            num_classes=ds.num_classes,
+            in_channels=ds.in_channels,
+            image_size=ds.image_size,
+        )
+    except Exception as e:  # noqa: BLE001  (a user's builder may raise anything)
+        return [
+            f"arch: cannot build {config.arch!r} for {config.dataset!r} ({type(e).__name__}: {e})"
+        ]
+    try:
+        layers, unsupported = find_layers(model)
+    except (TypeError, ValueError) as e:  # tied weights
+        return [f"arch: {config.arch!r} cannot be quantized ({e})"]
+    p = []
+    if config.layer_bits:
+        try:
+            match_layers(list(layers), config.layer_bits_dict())
+        except (KeyError, ValueError) as e:
+            p.append(str(e).strip("'\""))
+    strict = [m for m in config.methods if config.quant_options_for(m).get("unsupported") != "skip"]
+    if unsupported and strict:
+        names = ", ".join(f"{n} ({t})" for n, t in unsupported[:5])
+        p.append(
+            f"arch: {config.arch!r} has weight layers ptqx cannot quantize: {names}; set "
+            f'quant_options.<method>.unsupported = "skip" for {", ".join(strict)}'
+        )
+    return p
 
 
 def plan_audit(config: AuditConfig, ds=None) -> Plan:
@@ -304,6 +353,113 @@ def pending_units(plan: Plan, store: FileStore) -> tuple[list[Unit], list[Unit],
 
 
 # ---------------------------------------------------------------------------------------
+# Run-folder identity
+
+#: Membership setup files: written before any unit runs, shared by every configuration.
+LAYOUT_FILES = ("universe", "keep", "labels", "calibration")
+#: Files that belong to one finished configuration (written after every unit finished).
+RESULT_FILES = ("results.json", "results.csv", "rocs.npz", "report.md", "report.html")
+#: Settings that only say how units run; they never change a result.
+EXECUTION_SETTINGS = ("jobs", "threads", "out", "store", "device")
+
+
+def config_hash(config: AuditConfig) -> str:
+    """sha256 (32 hex) of every setting that can change a result (execution hints excluded)."""
+    d = {k: v for k, v in config.to_dict().items() if k not in EXECUTION_SETTINGS}
+    blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def layout_hash(arrays: dict[str, np.ndarray], data_fingerprint: str | None) -> str:
+    """sha256 (32 hex) of the membership setup: data fingerprint + universe/keep/labels/calibration."""
+    h = hashlib.sha256(str(data_fingerprint).encode())
+    for name in LAYOUT_FILES:
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"\0{name}\0{a.dtype.str}\0{a.shape}\0".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:32]
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _read_json(path: Path) -> Any:
+    """Parsed JSON, or None when the file is missing or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def folder_layout_hash(out: Path) -> str | None:
+    """The layout hash of the membership files in a run folder (None if any is missing/unreadable)."""
+    man = _read_json(out / "manifest.json")
+    fp = (man or {}).get("dataset", {}).get("fingerprint") if isinstance(man, dict) else None
+    try:
+        arrays = {n: np.load(out / f"{n}.npy", allow_pickle=False) for n in LAYOUT_FILES}
+    except (OSError, ValueError):
+        return None
+    return layout_hash(arrays, fp)
+
+
+def _setup_differences(old: dict[str, Any], new: AuditConfig) -> list[str]:
+    keys = ("dataset", "data_root", "n_models", "universe_size", "calib_size", "seed")
+    new_d = new.to_dict()
+    return [f"{k} {old.get(k)!r} -> {new_d[k]!r}" for k in keys if old.get(k) != new_d[k]]
+
+
+def check_run_folder(out: Path, config: AuditConfig, new_layout: str, *, overwrite: bool) -> None:
+    """Refuse (ConfigError) a run folder holding another membership setup; with
+    ``overwrite`` remove that run's top-level outputs instead (the store is kept)."""
+    present = [n for n in LAYOUT_FILES if (out / f"{n}.npy").exists()]
+    if not present and not (out / "manifest.json").exists():
+        return
+    man = _read_json(out / "manifest.json")
+    recorded = man.get("layout_hash") if isinstance(man, dict) else None
+    old = recorded or folder_layout_hash(out)
+    if old == new_layout:
+        return
+    if not overwrite:
+        old_cfg = man.get("config", {}) if isinstance(man, dict) else {}
+        diff = _setup_differences(old_cfg if isinstance(old_cfg, dict) else {}, config)
+        raise ConfigError(
+            f"invalid audit configuration:\n  - out: {str(out)!r} holds a run with another "
+            f"membership setup ({', '.join(diff) or 'different data, universe or membership'}); "
+            "its results would mix with this run's. Choose another --out, or pass --overwrite "
+            "(Python: audit(..., overwrite=True)) to replace that run's outputs (the artifact "
+            "store is kept)."
+        )
+    for name in (*RESULT_FILES, "manifest.json", *(f"{n}.npy" for n in LAYOUT_FILES)):
+        (out / name).unlink(missing_ok=True)
+    if (out / "scores").is_dir():
+        for p in (out / "scores").glob("*.npy"):
+            p.unlink()
+
+
+def check_results_match_folder(run: Path, doc: dict[str, Any]) -> None:
+    """Raise ValueError unless results.json was made with this folder's membership and score files."""
+    want = doc.get("layout_hash")
+    if want is None:
+        return  # results.json from before these hashes were recorded
+    stale = f"rerun `ptqx run` with the configuration you want (--out {run}) to rebuild it"
+    if folder_layout_hash(run) != want:
+        raise ValueError(
+            f"{run / 'results.json'} was made with another membership setup than "
+            f"keep.npy/universe.npy/labels.npy/calibration.npy in {run} "
+            f"(a later run with another configuration changed them); {stale}"
+        )
+    for name, digest in (doc.get("score_sha256") or {}).items():
+        p = run / "scores" / f"{name}.npy"
+        if not p.exists() or _file_sha256(p) != digest:
+            what = "is missing" if not p.exists() else "is not the score file"
+            raise ValueError(
+                f"{p} {what} that {run / 'results.json'} was made with (config hash "
+                f"{doc.get('config_hash')}); {stale}"
+            )
+
+
+# ---------------------------------------------------------------------------------------
 # Manifest
 
 
@@ -464,6 +620,7 @@ def audit(
     executor: Executor | None = None,
     on_event: Callable[[Unit, str, dict[str, Any]], None] | None = None,
     report: bool = True,
+    overwrite: bool = False,
 ) -> AuditResults:
     """Run (or resume) a privacy audit of PTQ methods and write the run folder.
 
@@ -475,12 +632,16 @@ def audit(
         on_event: called as ``on_event(unit, event, info)`` for "start", "done",
             "failed", "skipped" (for monitoring; may raise to stop the run).
         report: write report.md / report.html at the end.
+        overwrite: replace the outputs of a run with another membership setup (data,
+            universe, models, seed, calibration size) found in ``config.out``; without it
+            such a folder is refused. Artifacts in the store are never removed.
 
     Returns:
         :class:`AuditResults` (rows, run folder, manifest).
 
     Raises:
-        ConfigError: the data set cannot be loaded or does not fit the config (before any work).
+        ConfigError: the data set cannot be loaded or does not fit the config, or
+            ``config.out`` holds a run with another membership setup (before any work).
         AuditError: some units failed (the others finished and are kept; rerun to resume).
     """
     t_start = time.perf_counter()
@@ -489,11 +650,13 @@ def audit(
     plan = plan_audit(config, ds)
     store = FileStore(config.store_dir)
     executor = executor or make_executor(jobs=config.jobs)
+    ctx = plan.context
+    layout = layout_hash(ctx, ctx["dataset"]["fingerprint"])
+    check_run_folder(out, config, layout, overwrite=overwrite)
     todo, done, corrupt = pending_units(plan, store)
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "scores").mkdir(exist_ok=True)
-    ctx = plan.context
     for name in ("universe", "keep", "labels", "calibration"):
         atomic_save_npy(out / f"{name}.npy", ctx[name])
 
@@ -519,6 +682,8 @@ def audit(
             "created": _now(),
             "command": sys.argv,
             "config": config.to_dict(),
+            "config_hash": config_hash(config),
+            "layout_hash": layout,
             "train_config": ctx["train_config"],
             "dataset": ctx["dataset"],
             "seeds": ctx["seeds"],
@@ -582,16 +747,20 @@ def audit(
             failed,
         )
 
+    score_sha256 = {}
     for c in plan.configs:
-        atomic_save_npy(
-            out / "scores" / f"{c['name']}.npy", store.get(c["score"])["scores"].numpy()
-        )
+        path = out / "scores" / f"{c['name']}.npy"
+        atomic_save_npy(path, store.get(c["score"])["scores"].numpy())
+        score_sha256[c["name"]] = _file_sha256(path)
     rows, rocs = build_rows(plan, store, config)
     _save_npz(out / "rocs.npz", rocs)
     wall = time.perf_counter() - t_start
     meta = {
         "dataset": ctx["dataset"],
         "config": config.to_dict(),
+        "config_hash": config_hash(config),
+        "layout_hash": layout,
+        "score_sha256": score_sha256,
         "configs": [
             {"name": c["name"], "method": c["method"], "bits": c["bits"]} for c in plan.configs
         ],
@@ -620,7 +789,7 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def load_results(run: str | os.PathLike) -> dict[str, Any]:
-    path = Path(run) / "results.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no results.json (is {run} a finished ptqx run folder?)")
-    return json.loads(path.read_text())
+    """A finished run's results.json (see :func:`ptqx.experiment.report.read_results`)."""
+    from .report import read_results
+
+    return read_results(Path(run))

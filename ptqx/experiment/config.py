@@ -31,6 +31,8 @@ DEFAULT_ATTACKS = (
     "loss",
 )
 ATTACK_MODES = ("ptqx", "faithful")
+#: Tables a TOML file may hold beside [audit].
+TOP_LEVEL_TABLES = ("train", "quant_options", "layer_bits")
 
 
 class ConfigError(ValueError):
@@ -263,11 +265,16 @@ class AuditConfig:
             p.append(f"jobs: need an integer >= 1, got {self.jobs!r}")
         if not isinstance(self.device, str):
             p.append(f"device: expected a string like 'cpu' or 'cuda', got {self.device!r}")
-        elif self.device.startswith("cuda"):
+        else:
             import torch
 
-            if not torch.cuda.is_available():
-                p.append(f"device: {self.device!r} requested but no CUDA device is available")
+            try:
+                dev = torch.device(self.device)
+            except (RuntimeError, ValueError) as e:
+                p.append(f"device: {self.device!r} is not a torch device ({e})")
+            else:
+                if dev.type == "cuda" and not torch.cuda.is_available():
+                    p.append(f"device: {self.device!r} requested but no CUDA device is available")
         if not isinstance(self.train, tuple):
             p.append(f"train: expected a table of TrainConfig overrides, got {self.train!r}")
         return p
@@ -294,6 +301,17 @@ class AuditConfig:
                 )
         except ImportError as e:
             p.append(f"methods: ptqx.quant is not available ({e})")
+        else:
+            p.extend(self._quant_option_problems())
+        try:
+            models = registries.model_names()
+            if ":" not in self.arch and self.arch not in models:
+                p.append(
+                    f"arch: unknown {self.arch!r}; available: {', '.join(sorted(models))} "
+                    "or 'package.module:callable'"
+                )
+        except ImportError as e:
+            p.append(f"arch: ptqx.models is not available ({e})")
         try:
             attacks = registries.attack_names()
             missing = [a for a in self.attacks if a not in attacks]
@@ -307,6 +325,35 @@ class AuditConfig:
             p.append(f"train: ptqx.train is not available ({e})")
         except (TypeError, ValueError) as e:
             p.append(f"train: {e}")
+        return p
+
+    def _quant_option_problems(self) -> list[str]:
+        """Option names (and the grid options every method shares) checked the way
+        ``ptqx.quantize`` checks them, so a typo fails here, not after training."""
+        from . import registries
+
+        p: list[str] = []
+        for method in self.methods:
+            opts = self.quant_options_for(method)
+            if not opts:
+                continue
+            reserved, valid = registries.quantizer_options(method)
+            clash = sorted(set(opts) & set(reserved))
+            if clash:
+                p.append(
+                    f"quant_options[{method!r}]: {', '.join(clash)} cannot be an option (set "
+                    "by the audit itself: use bits, layer_bits, calib_size)"
+                )
+            unknown = sorted(set(opts) - set(valid) - set(reserved))
+            if unknown:
+                p.append(
+                    f"quant_options[{method!r}]: unknown option(s) {', '.join(unknown)}; "
+                    f"valid: {', '.join(sorted(valid))}"
+                )
+            bits = sorted({*self.bits, *self.layer_bits_dict().values()}, reverse=True)
+            problem = registries.grid_problem(opts, bits)
+            if problem:
+                p.append(f"quant_options[{method!r}]: {problem}")
         return p
 
     # -- conversions ----------------------------------------------------------------------
@@ -363,14 +410,48 @@ class AuditConfig:
             raise ConfigError(
                 f"invalid audit configuration:\n  - config file {str(path)!r} does not exist"
             ) from None
+        except IsADirectoryError:
+            raise ConfigError(
+                f"invalid audit configuration:\n  - config file {str(path)!r} is a folder, "
+                "not a TOML file"
+            ) from None
+        except OSError as e:
+            raise ConfigError(
+                f"invalid audit configuration:\n  - config file {str(path)!r}: cannot read "
+                f"({e.strerror or e})"
+            ) from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(
                 f"invalid audit configuration:\n  - {path}: not valid TOML ({e})"
             ) from None
-        data = dict(raw.get("audit", {})) if "audit" in raw else dict(raw)
-        for k in ("train", "quant_options", "layer_bits"):
-            if k in raw and k not in data:
-                data[k] = raw[k]
+        if "audit" in raw:
+            if not isinstance(raw["audit"], dict):
+                raise ConfigError(
+                    f"invalid audit configuration:\n  - {path}: 'audit' must be a table "
+                    f"([audit]), got {raw['audit']!r}"
+                )
+            data = dict(raw["audit"])
+            # Beside [audit] only these tables may sit at the top level; anything else
+            # (a misspelled [trian], a setting written above [audit]) would be ignored.
+            problems = []
+            for k, v in raw.items():
+                if k == "audit":
+                    continue
+                if k not in TOP_LEVEL_TABLES:
+                    where = "table" if isinstance(v, dict) else "setting"
+                    problems.append(
+                        f"{path}: top-level {where} {k!r} is not read when the file has an "
+                        f"[audit] table (settings go inside [audit]; other tables: "
+                        f"{', '.join(f'[{t}]' for t in TOP_LEVEL_TABLES)})"
+                    )
+                elif k in data:
+                    problems.append(f"{path}: {k!r} is given both in [audit] and as [{k}]")
+                else:
+                    data[k] = v
+            if problems:
+                raise ConfigError("invalid audit configuration:\n  - " + "\n  - ".join(problems))
+        else:
+            data = dict(raw)
         for k, v in overrides.items():
             if v is None:
                 continue

@@ -18,6 +18,7 @@ import multiprocessing as mp
 import os
 import traceback
 from collections.abc import Callable, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Protocol
 
 from .units import Unit, run_unit
@@ -108,11 +109,24 @@ class InProcessExecutor:
         return errors
 
 
-def _worker_init(threads: int) -> None:
+def _worker_init(threads: int, setup_hook: str | None = None) -> None:
     import torch
 
     torch.set_num_threads(threads)
     import ptqx.ops  # noqa: F401  (load native kernels once per worker)
+
+    if setup_hook:
+        import importlib
+
+        module, _, fn = setup_hook.rpartition(".")
+        getattr(importlib.import_module(module), fn)()
+
+
+#: Why a unit of a process pool whose worker died did not finish.
+WORKER_DIED = (
+    "worker process died (killed by the OS, e.g. out of memory, or by a signal) while this "
+    "unit or one running beside it in the pool was running"
+)
 
 
 class ProcessPoolExecutor:
@@ -121,22 +135,38 @@ class ProcessPoolExecutor:
     Workers are started with "spawn": forking a process whose torch/OpenMP thread pools
     are already running can deadlock. Each worker gets ``cpu_count // jobs`` torch
     threads so the pool does not oversubscribe the cores.
+
+    A worker that dies (the OOM killer, ``kill -9``) breaks the whole pool: the units
+    that were running in it are reported failed (:data:`WORKER_DIED`), their dependents
+    skipped, and the remaining independent units go on in a fresh pool.
+
+    Args:
+        jobs: worker processes.
+        setup_hook: optional "package.module.function" each worker calls once after
+            start-up (like Ray's ``worker_process_setup_hook``; used for fault injection).
     """
 
     name = "processes"
 
-    def __init__(self, jobs: int):
+    def __init__(self, jobs: int, *, setup_hook: str | None = None):
         if jobs < 1:
             raise ValueError(f"jobs: need >= 1, got {jobs}")
         self.jobs = jobs
+        self.setup_hook = setup_hook
+
+    def _pool(self) -> cf.ProcessPoolExecutor:
+        threads = max(1, (os.cpu_count() or 1) // self.jobs)  # units' hints may override
+        return cf.ProcessPoolExecutor(
+            self.jobs,
+            mp_context=mp.get_context("spawn"),
+            initializer=_worker_init,
+            initargs=(threads, self.setup_hook),
+        )
 
     def run(self, units: Sequence[Unit], store_root: str, on_event: EventFn) -> dict[str, str]:
         graph, errors = _Graph(units), {}
-        threads = max(1, (os.cpu_count() or 1) // self.jobs)  # units' hints may override
-        ctx = mp.get_context("spawn")
-        with cf.ProcessPoolExecutor(
-            self.jobs, mp_context=ctx, initializer=_worker_init, initargs=(threads,)
-        ) as pool:
+        pool = self._pool()
+        try:
             running: dict[cf.Future, Unit] = {}
             queue: list[Unit] = []
             while True:
@@ -144,22 +174,42 @@ class ProcessPoolExecutor:
                 # Submit no more than there are workers: "start" then means started, and
                 # units that become ready later (downstream work) are not stuck behind a
                 # long FIFO of already-queued ones.
-                while queue and len(running) < self.jobs:
+                broken = False
+                while queue and len(running) < self.jobs and not broken:
                     u = queue.pop(0)
                     on_event(u, "start", {})
-                    running[pool.submit(run_unit, u, store_root)] = u
-                if not running:
-                    break
-                done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-                for fut in done:
-                    u = running.pop(fut)
                     try:
-                        info = fut.result()
-                    except Exception as exc:  # noqa: BLE001
-                        record_failure(graph, errors, u, _error_text(exc), on_event)
-                        continue
-                    graph.finished(u.key)
-                    on_event(u, "done", info)
+                        running[pool.submit(run_unit, u, store_root)] = u
+                    except BrokenProcessPool:
+                        queue.insert(0, u)  # never ran: it goes to the fresh pool
+                        broken = True
+                if not running and not broken:
+                    break
+                if running:
+                    done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                    for fut in done:
+                        u = running.pop(fut)
+                        try:
+                            info = fut.result()
+                        except BrokenProcessPool:
+                            record_failure(graph, errors, u, WORKER_DIED, on_event)
+                            broken = True
+                            continue
+                        except Exception as exc:  # noqa: BLE001
+                            record_failure(graph, errors, u, _error_text(exc), on_event)
+                            continue
+                        graph.finished(u.key)
+                        on_event(u, "done", info)
+                if broken:
+                    # A broken pool fails every future it still holds; each such unit was
+                    # running in it and is lost, so it is reported, never left "running".
+                    for u in list(running.values()):
+                        record_failure(graph, errors, u, WORKER_DIED, on_event)
+                    running.clear()
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    pool = self._pool()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         return errors
 
 
@@ -172,7 +222,9 @@ def _ray_executor(jobs: int = 1, **options: Any) -> Executor:
 
 EXECUTORS: dict[str, Callable[..., Executor]] = {
     "inprocess": lambda jobs=1, **_: InProcessExecutor(),
-    "processes": lambda jobs=2, **_: ProcessPoolExecutor(jobs),
+    "processes": lambda jobs=2, setup_hook=None, **_: ProcessPoolExecutor(
+        jobs, setup_hook=setup_hook
+    ),
     "ray": _ray_executor,
 }
 

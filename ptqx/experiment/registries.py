@@ -29,6 +29,48 @@ def method_names() -> list[str]:
     raise ImportError("ptqx.quant exposes no method registry (METHODS)")
 
 
+def quantizer_options(method: str) -> tuple[list[str], list[str]]:
+    """(reserved, valid) option names of a method, from the ``ptqx.quant`` registry.
+
+    ``reserved``: the named parameters of ``ptqx.quantize`` (model, method, bits, calib,
+    layer_bits), which the audit sets itself; ``valid``: the method's own options plus
+    the options ``quantize`` handles for every method (``COMMON_OPTIONS``).
+    """
+    import inspect
+
+    from ptqx.quant import COMMON_OPTIONS, QUANTIZERS, quantize
+
+    reserved = [
+        n
+        for n, p in inspect.signature(quantize).parameters.items()
+        if p.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
+    return reserved, sorted(set(QUANTIZERS[method].options) | set(COMMON_OPTIONS))
+
+
+def grid_problem(options: dict[str, Any], bits: list[float]) -> str | None:
+    """Why the grid options shared by every method (symmetric, grid, include_zero) are
+    invalid at one of ``bits``, checked by ``QuantSpec`` as ``ptqx.quantize`` does; None
+    if they are fine."""
+    from ptqx.quant import COMMON_OPTIONS, QuantSpec
+
+    keys = ("symmetric", "grid", "include_zero")
+    if not any(k in options for k in keys):
+        return None
+    for b in bits:
+        try:
+            QuantSpec(b, **{k: options.get(k, COMMON_OPTIONS[k]) for k in keys})
+        except (TypeError, ValueError) as e:
+            return f"at {b:g} bits: {e}"
+    return None
+
+
+def model_names() -> list[str]:
+    from ptqx.models import MODELS
+
+    return list(MODELS)
+
+
 def attack_names() -> list[str]:
     from ptqx.attacks import ATTACKS
 

@@ -22,6 +22,10 @@ from .store import atomic_write_text
 PRIMARY_ATTACKS = ("lira_online", "lira_offline", "global_threshold")
 
 
+class ReportError(ValueError):
+    """A run folder whose results cannot be reported (damaged, empty or mixed files)."""
+
+
 # -- metric access (results.json rows) -----------------------------------------------------
 
 
@@ -350,13 +354,62 @@ CAPTIONS = {
 def write_report(run: str | Path) -> tuple[Path, Path]:
     """(Re)build report.md and report.html in a run folder from its files."""
     run = Path(run)
+    doc = read_results(run)
+    try:
+        manifest = json.loads((run / "manifest.json").read_text())
+    except (OSError, ValueError):
+        manifest = {}
+    if not isinstance(manifest, dict) or (
+        manifest.get("config_hash") is not None
+        and doc.get("config_hash") is not None
+        and manifest["config_hash"] != doc["config_hash"]
+    ):
+        # The last invocation ran another configuration and did not finish: its versions
+        # and timings do not describe these results.
+        manifest = {}
+    try:
+        return _write_report(run, doc, manifest)
+    except (KeyError, TypeError, IndexError, AttributeError) as e:
+        raise ReportError(
+            f"{run / 'results.json'}: malformed results ({type(e).__name__}: {e}); rerun "
+            f"`ptqx run` (--out {run}) to rebuild it"
+        ) from None
+
+
+def read_results(run: Path) -> dict[str, Any]:
+    """results.json of a finished run, checked to belong with the folder's other files.
+
+    Raises:
+        FileNotFoundError: no results.json.
+        ReportError: not valid JSON, no result rows, or made with another membership
+            setup / other score files than the folder now holds.
+    """
     res = run / "results.json"
     if not res.exists():
         raise FileNotFoundError(f"{res}: no results.json (is {run} a finished ptqx run folder?)")
-    doc = json.loads(res.read_text())
-    manifest = (
-        json.loads((run / "manifest.json").read_text()) if (run / "manifest.json").exists() else {}
-    )
+    try:
+        doc = json.loads(res.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ReportError(
+            f"{res}: not readable JSON ({e}); the file is damaged or truncated, rerun "
+            f"`ptqx run` (--out {run}) to rebuild it"
+        ) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list):
+        raise ReportError(f"{res}: not a ptqx results file (no 'rows' list)")
+    if not doc["rows"]:
+        raise ReportError(f"{res}: has no result rows; nothing to report")
+    if not isinstance(doc.get("configs"), list):
+        raise ReportError(f"{res}: not a ptqx results file (no 'configs' list)")
+    from .audit import check_results_match_folder
+
+    try:
+        check_results_match_folder(run, doc)
+    except ValueError as e:
+        raise ReportError(str(e)) from None
+    return doc
+
+
+def _write_report(run: Path, doc: dict[str, Any], manifest: dict[str, Any]) -> tuple[Path, Path]:
     cfg = doc.get("config", {})
     ds = doc.get("dataset", {})
     attack = _primary_attack(doc["rows"])

@@ -99,9 +99,12 @@ class FileStore:
     def _meta(self, key: str) -> dict[str, Any] | None:
         _, meta_path = self._paths(key)
         try:
-            return json.loads(meta_path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+            meta = json.loads(meta_path.read_text())
+        except (FileNotFoundError, UnicodeDecodeError, json.JSONDecodeError):
             return None
+        # Valid JSON that is not a checksum record ([] , a number) is as unusable as a
+        # truncated file: the artifact does not exist and is recomputed.
+        return meta if isinstance(meta, dict) else None
 
     def exists(self, key: str, *, verify: bool = False) -> bool:
         """True when the artifact is complete (checksum file present, payload size matches);
