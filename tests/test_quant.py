@@ -18,6 +18,7 @@ from ptqx.quant import (
     PackedLinear,
     QuantizedWeight,
     QuantSpec,
+    TiedWeightError,
     UnsupportedLayerError,
     collect_hessians,
     find_layers,
@@ -26,9 +27,11 @@ from ptqx.quant import (
     layer_input_rows,
     pack,
     quantized_layers,
+    reconstruction_error,
     register_quantizer,
     store_quantized,
 )
+from ptqx.quant.hessian import prepare_layer
 from tests.conftest import accuracy
 
 METHODS = ["rtn", "gptq", "obc"]
@@ -211,8 +214,18 @@ def test_layer_bits_exact_and_glob(digits_model):
 def test_layer_bits_errors(digits_model):
     with pytest.raises(ValueError, match=r"layer_bits: 'fcc' match"):
         ptqx.quantize(digits_model, method="rtn", bits=2, layer_bits={"fcc": 8})
-    with pytest.raises(ValueError, match=r"layer_bits\['fc'\]"):
+    # The key is named once, not once per layer of wrapping.
+    with pytest.raises(ValueError, match=r"^layer_bits\['fc'\]: expected one of"):
         ptqx.quantize(digits_model, method="rtn", bits=2, layer_bits={"fc": 5})
+    with pytest.raises(ValueError, match=r"^layer_bits\['fc'\]: grid: 'absmean'"):
+        ptqx.quantize(
+            digits_model,
+            method="rtn",
+            bits=1.58,
+            symmetric=True,
+            grid="absmean",
+            layer_bits={"fc": 8},
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -279,6 +292,94 @@ def test_reestimate_batchnorm(digits_model, calib):
         q(calib)
     h.remove()
     torch.testing.assert_close(bn.running_mean, seen[0].mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+
+
+def _random_bn(c: int, seed: int, **kw) -> nn.BatchNorm2d:
+    g = torch.Generator().manual_seed(seed)
+    bn = nn.BatchNorm2d(c, **kw)
+    if bn.track_running_stats:
+        bn.running_mean.copy_(torch.rand(c, generator=g) * 2 - 1)
+        bn.running_var.copy_(torch.rand(c, generator=g) * 1.5 + 0.5)
+    with torch.no_grad():
+        bn.weight.copy_(torch.rand(c, generator=g) * 1.5 + 0.5)
+    return bn
+
+
+class _ConvTwice(nn.Module):  # one conv feeds bn1, then runs again before bn2
+    def __init__(self):
+        super().__init__()
+        self.c, self.bn1, self.bn2 = (
+            nn.Conv2d(3, 3, 3, padding=1),
+            _random_bn(3, 1),
+            _random_bn(3, 2),
+        )
+
+    def forward(self, x):
+        return self.bn2(self.c(self.bn1(self.c(x))))
+
+
+class _BnTwice(nn.Module):  # the BN after the conv also normalises the raw input
+    def __init__(self):
+        super().__init__()
+        self.c, self.bn = nn.Conv2d(3, 3, 3, padding=1), _random_bn(3, 3)
+
+    def forward(self, x):
+        return self.bn(self.c(x)) + self.bn(x)
+
+
+class _SeqConvReused(nn.Module):  # untraceable; the Sequential's conv also runs alone
+    def __init__(self):
+        super().__init__()
+        self.seq = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), _random_bn(3, 4))
+
+    def forward(self, x):
+        if x.sum() > -1e30:  # data-dependent control flow: fx cannot trace it
+            return self.seq(x) + self.seq[0](x)
+        return x
+
+
+def test_fold_batchnorm_only_folds_modules_called_once():
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 8, 8)
+    for model in (_ConvTwice().eval(), _BnTwice().eval(), _SeqConvReused().eval()):
+        ref = model(x).detach()
+        folded = copy.deepcopy(model)
+        assert fold_batchnorm(folded, calib=x) == [], type(model).__name__
+        torch.testing.assert_close(folded(x), ref, rtol=0, atol=0)
+    # Sequential fallback without calib: a conv registered in two Sequentials is shared.
+    conv = nn.Conv2d(3, 3, 3, padding=1)
+    shared = _SeqConvReused()
+    shared.seq2 = nn.Sequential(conv, _random_bn(3, 5))
+    shared.seq[0] = conv
+    assert fold_batchnorm(shared) == []
+    # A BN without running statistics is not folded, and not reported as folded.
+    plain = nn.Sequential(nn.Conv2d(3, 3, 3), _random_bn(3, 6, track_running_stats=False))
+    assert fold_batchnorm(plain) == [] and isinstance(plain[1], nn.BatchNorm2d)
+
+
+class _BN1dNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.bn, self.fc2 = nn.Linear(8, 16), nn.BatchNorm1d(16), nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.bn(self.fc1(x))))
+
+
+def test_reestimate_batchnorm_weighs_samples_and_takes_a_one_sample_batch():
+    torch.manual_seed(0)
+    model = _BN1dNet().eval()
+    x = torch.randn(129, 8) * 2 + 1
+    # 128 + 1 (train-mode BatchNorm1d cannot take the 1), and 7 + 93 + 29 (a per-batch
+    # cumulative average would weigh the 7 samples like the 93).
+    for calib in (x, [x[:7], x[7:100], x[100:]]):
+        q = ptqx.quantize(model, method="rtn", bits=4, calib=calib, reestimate_bn=True)
+        with torch.no_grad():
+            h = q.fc1(x).double()
+        torch.testing.assert_close(q.bn.running_mean, h.mean(0).float(), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(q.bn.running_var, h.var(0).float(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="calib: BatchNorm re-estimation needs at least 2"):
+        ptqx.quantize(model, method="rtn", bits=4, calib=x[:1], reestimate_bn=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -390,6 +491,100 @@ def test_grouped_conv_model_quantizes_below_rtn():
         assert q[4].ptqx_quant.codes.shape == (8, 1, 3, 3)
 
 
+class _SharedFc(nn.Module):  # fc runs twice per forward
+    def __init__(self):
+        super().__init__()
+        self.fc, self.out = nn.Linear(8, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.out(self.fc(torch.relu(self.fc(x))))
+
+
+@pytest.mark.parametrize("method", ["gptq", "obc"])
+def test_layer_called_twice_gets_the_hessian_of_both_calls(method):
+    torch.manual_seed(0)
+    model = _SharedFc().eval()
+    x = torch.randn(64, 8) * 3
+    seen = []
+    h = model.fc.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach().double()))
+    with torch.no_grad():
+        model(x)
+    h.remove()
+    rows = torch.cat(seen)
+    h_ref = 2 / rows.shape[0] * rows.T @ rows
+    lp = LayerPlan("fc", model.fc, QuantSpec(4))
+    for stop_early in (True, False):
+        hs = collect_hessians(model, [lp], CalibrationSet(x, batch_size=16), stop_early=stop_early)
+        torch.testing.assert_close(hs["fc"][0], h_ref, rtol=1e-12, atol=1e-12)
+    events = []
+    q = ptqx.quantize(model, method=method, bits=2, calib=x, progress=events.append)
+    assert events[0]["layer"] == "fc"
+    w, hh = prepare_layer(model.fc.weight.detach().clone(), h_ref[None].clone())
+    err = reconstruction_error(w, q.fc.weight.detach(), hh)
+    assert math.isclose(events[0]["error"], err, rel_tol=1e-6)
+
+
+class _HeadFirst(nn.Module):  # declared head first, runs body first
+    def __init__(self):
+        super().__init__()
+        self.head, self.body = nn.Linear(32, 4), nn.Linear(16, 32)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.body(x)))
+
+
+class _BodyFirst(_HeadFirst):
+    def __init__(self):
+        nn.Module.__init__(self)
+        self.body, self.head = nn.Linear(16, 32), nn.Linear(32, 4)
+
+
+@pytest.mark.parametrize("method", ["gptq", "obc"])
+def test_sequential_follows_execution_order(method):
+    torch.manual_seed(0)
+    model = _HeadFirst().eval()
+    same = _BodyFirst().eval()
+    same.load_state_dict(model.state_dict())
+    x = torch.randn(256, 16)
+    kw = {"damp": 0.01} if method == "obc" else {}
+    for sequential in (True, False):
+        events = []
+        q = ptqx.quantize(
+            model,
+            method=method,
+            bits=2,
+            calib=x,
+            sequential=sequential,
+            progress=events.append,
+            **kw,
+        )
+        assert [e["layer"] for e in events] == ["body", "head"]
+        ref = ptqx.quantize(same, method=method, bits=2, calib=x, sequential=sequential, **kw)
+        # head's Hessian comes from the quantized body only with sequential=True
+        assert torch.equal(q.head.weight, ref.head.weight), sequential
+
+
+def test_tied_weights_rejected_naming_both_layers():
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(16, 16), nn.Linear(16, 16)
+            self.b.weight = self.a.weight
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x)))
+
+    model = Tied().eval()
+    x = torch.randn(32, 16)
+    for method in ("rtn", "gptq"):
+        with pytest.raises(TiedWeightError, match=r"layer 'a' shares its weight .* 'b.weight'"):
+            ptqx.quantize(model, method=method, bits=2, calib=x)
+    # One module registered under two names is one layer, not tied weights.
+    model.b = nn.Linear(16, 16)
+    model.alias = model.a
+    assert list(find_layers(model)[0]) == ["a", "b"]
+
+
 # ---------------------------------------------------------------------------------------
 # Packing
 
@@ -474,6 +669,13 @@ def test_pack_leaves_8bit_and_rejects_float(digits_model):
     assert isinstance(pack(q).fc, nn.Linear)
     with pytest.raises(ValueError, match="qmodel: no quantized layer"):
         pack(digits_model)
+
+
+def test_pack_rejects_float64_layers_by_name():
+    q = ptqx.quantize(_MLP().double().eval(), method="rtn", bits=4)
+    with pytest.raises(ValueError, match=r"layer 'fc1': weight dtype float64; .*float32"):
+        pack(q, inplace=True)
+    assert isinstance(q.fc1, nn.Linear)  # nothing replaced
 
 
 # ---------------------------------------------------------------------------------------
@@ -604,6 +806,23 @@ def test_bad_method_bits_options(digits_model, calib):
         ptqx.quantize(digits_model, method="obc", bits=4, calib=calib, precision="float16")
     with pytest.raises(ValueError, match="model: expected an nn.Module"):
         ptqx.quantize("resnet", method="rtn", bits=4)
+
+
+def test_option_types_checked(digits_model, calib):
+    for opts, msg in (
+        ({"actorder": "no"}, "actorder: expected a bool, got 'no'"),
+        ({"damp": True}, "damp: expected a finite number >= 0, got True"),
+        ({"damp": float("inf")}, "damp: expected a finite number >= 0, got inf"),
+        ({"batch_size": 0}, "batch_size: expected an int >= 1, got 0"),
+    ):
+        with pytest.raises(ValueError, match=msg):
+            ptqx.quantize(digits_model, method="gptq", bits=4, calib=calib[:64], **opts)
+    with pytest.raises(ValueError, match="batch_size: expected an int >= 1, got 0"):
+        ptqx.quantize(digits_model, method="rtn", bits=4, batch_size=0)  # no calib to check it
+    with pytest.raises(
+        ValueError, match="calib: batch 0 has dtype float64 but the model's .* float32"
+    ):
+        ptqx.quantize(digits_model, method="gptq", bits=4, calib=calib[:64].double())
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])

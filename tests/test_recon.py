@@ -421,10 +421,35 @@ def test_layer_bits_and_progress_events(digits_model, calib):
     assert all(e["iteration"] in (10, 20) and e["loss"] >= 0 and "beta" in e for e in iters)
 
 
-def test_brecq_fisher_loss_runs(digits_model, calib, digits_data):
+def test_brecq_fisher_loss_runs(digits_model, calib, digits_data, monkeypatch):
+    import copy
+
+    from ptqx.quant import fold_batchnorm
+    from ptqx.quant.recon import methods
+
+    fp = copy.deepcopy(digits_model)
+    fold_batchnorm(fp)
+    seen = {}
+    real = methods.reconstruct_unit
+
+    def spy(unit, x, y, fisher, *args, **kw):
+        # The unit runs with round-to-nearest weights while its Fisher weights are
+        # captured (BRECQ's quantize_model_till), and gets its float weights back after.
+        mods = {lp.name: lp.module for _, lp in unit.layers}
+        w = {n: torch.equal(m.weight, fp.get_submodule(n).weight) for n, m in mods.items()}
+        seen[unit.name] = (float(fisher.min()), float(fisher.max()), w)
+        return real(unit, x, y, fisher, *args, **kw)
+
+    monkeypatch.setattr(methods, "reconstruct_unit", spy)
     q = ptqx.quantize(
         digits_model, method="brecq", bits=4, calib=calib, loss="fisher", iters=60, log_every=0
     )
+    assert list(seen) == ["stem", "layer1", "layer2", "fc"]
+    for name, (lo, hi, _) in seen.items():
+        # |dL/d out| + 1: all ones would mean a float unit (no gradient) was captured.
+        assert lo >= 1 and hi > 1, (name, lo, hi)
+    # Only the first unit's weights are still float when it is reconstructed.
+    assert all(seen["stem"][2].values()), seen["stem"]
     assert _acc(q, digits_data) >= _acc(digits_model, digits_data) - 0.03
 
 

@@ -49,7 +49,9 @@ Methods and their options
 - "adaround"/"brecq": registered by ``ptqx.quant.recon`` when present.
 
 Hessians (``H = 2/n sum x x^T``, float64, conv inputs unfolded exactly as the conv sees
-them) are collected with forward pre-hooks. ``sequential=True`` (the default for both
+them) are collected with forward pre-hooks; a layer the forward calls several times gets
+the Hessian of all its calls. GPTQ and OBC take the layers in execution order (found by
+one probe forward pass), not declaration order. ``sequential=True`` (the default for both
 GPTQ and OBC) takes each layer's inputs from the network whose earlier layers are
 already quantized, so later layers compensate earlier errors, as GPTQ does; the forward
 stops at the layer, so this costs about half a network pass per layer.
@@ -78,8 +80,10 @@ from .hessian import collect_hessians, layer_input_rows, reconstruction_error
 from .layers import (
     QUANT_ATTR,
     LayerPlan,
+    TiedWeightError,
     UnsupportedLayerError,
     find_layers,
+    forward_calls,
     match_layers,
     quantized_layers,
     resolve_layer_bits,
@@ -102,6 +106,7 @@ __all__ = [
     "QuantSpec",
     "QuantizedWeight",
     "Quantizer",
+    "TiedWeightError",
     "UnsupportedLayerError",
     "as_calibration",
     "collect_hessians",
@@ -112,6 +117,7 @@ __all__ = [
     "reestimate_batchnorm",
     "bits_to_maxq",
     "find_layers",
+    "forward_calls",
     "fit_grid",
     "match_layers",
     "model_device",

@@ -139,6 +139,22 @@ def _check_finite_weights(plan: list[LayerPlan]) -> None:
             raise ValueError(f"model: layer {lp.name!r} has {bad} NaN/Inf weight(s)")
 
 
+def _check_calib_dtype(model: nn.Module, cset: CalibrationSet) -> None:
+    # A model runs in its parameters' dtype; an input of another dtype fails deep inside
+    # the first layer ("mat1 and mat2 must have the same dtype") without naming calib.
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if len(dtypes) != 1:
+        return  # no parameters, or mixed precision: leave it to the model
+    (want,) = dtypes
+    for i, b in enumerate(cset.batches()):
+        if b.dtype != want:
+            raise ValueError(
+                f"calib: batch {i} has dtype {str(b.dtype).replace('torch.', '')} but the model's "
+                f"parameters are {str(want).replace('torch.', '')}; convert the calibration "
+                f"inputs (e.g. x.to({want}))"
+            )
+
+
 def quantize(
     model: nn.Module,
     *,
@@ -162,9 +178,10 @@ def quantize(
             a full :class:`QuantSpec`. Keys matching no layer are an error.
         **options: common options: ``symmetric`` (False), ``grid`` ("mse" | "minmax" |
             "absmean"), ``include_zero`` (True), ``fold_bn`` (False: fold each BatchNorm2d
-            that directly follows a Conv2d into it first; the BN becomes Identity),
-            ``reestimate_bn`` (False: re-estimate BatchNorm running statistics on
-            ``calib`` after quantization), ``unsupported`` ("error" | "skip": what to do
+            that directly follows a Conv2d into it first, when both run once per
+            forward; the BN becomes Identity), ``reestimate_bn`` (False: re-estimate
+            BatchNorm running statistics on ``calib`` after quantization, every sample
+            weighted equally), ``unsupported`` ("error" | "skip": what to do
             with weight-holding layers that are not Conv2d/Linear), ``batch_size`` (128),
             ``progress`` (None | True for a tqdm bar | callable(event: dict)); plus the
             method's own options (``QUANTIZERS[method].options``).
@@ -174,8 +191,10 @@ def quantize(
         ``model.ptqx_quant_config`` records method, bits, layer bits and options.
     Raises:
         ValueError: unknown method or option, unsupported bits, NaN/Inf weights (named
-            by layer), missing/empty calibration set, non-invertible Hessian, ...
+            by layer), missing/empty calibration set, calibration inputs of another
+            dtype than the model, non-invertible Hessian, ...
         UnsupportedLayerError: unsupported weight-holding layers with ``unsupported="error"``.
+        TiedWeightError: two layers (or a layer and another module) share one weight.
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model: expected an nn.Module, got {type(model).__name__}")
@@ -198,6 +217,9 @@ def quantize(
     for k in ("fold_bn", "reestimate_bn"):
         if not isinstance(common[k], bool):
             raise ValueError(f"{k}: expected a bool, got {common[k]!r}")
+    bs = common["batch_size"]
+    if not isinstance(bs, int) or isinstance(bs, bool) or bs < 1:
+        raise ValueError(f"batch_size: expected an int >= 1, got {bs!r}")
     # Validates symmetric/grid/include_zero once, before any work.
     QuantSpec(
         bits,
@@ -213,6 +235,7 @@ def quantize(
             why = f"method {method!r}" if q.needs_calib else "fold_bn/reestimate_bn"
             raise ValueError(f"calib: {why} needs calibration inputs, got None")
         cset = as_calibration(calib, batch_size=common["batch_size"])
+        _check_calib_dtype(model, cset)
 
     qmodel = copy.deepcopy(model)
     qmodel.eval()
@@ -234,9 +257,11 @@ def quantize(
         if isinstance(v, QuantSpec):
             spec = v
         else:
+            # normalize_bits names the key itself; QuantSpec's own errors get it added.
+            b = normalize_bits(v, name=f"layer_bits[{n!r}]")
             try:
                 spec = QuantSpec(
-                    normalize_bits(v, name=f"layer_bits[{n!r}]"),
+                    b,
                     symmetric=common["symmetric"],
                     grid=common["grid"],
                     include_zero=common["include_zero"],

@@ -105,7 +105,9 @@ def quantize_gptq(
             ``inp.matmul(inp.t()).double()`` for float32); column updates run in float32.
     """
     dtype = check_hessian_options(damp, precision)
-    if not isinstance(blocksize, int) or blocksize < 1:
+    if not isinstance(actorder, bool):
+        raise ValueError(f"actorder: expected a bool, got {actorder!r}")
+    if not isinstance(blocksize, int) or isinstance(blocksize, bool) or blocksize < 1:
         raise ValueError(f"blocksize: expected an int >= 1, got {blocksize!r}")
 
     def layer_fn(lp: LayerPlan, w: torch.Tensor, h: torch.Tensor):

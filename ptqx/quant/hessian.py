@@ -13,15 +13,16 @@ solutions nor relative damping.
 from __future__ import annotations
 
 import copy
+import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .calib import CalibrationSet
-from .layers import LayerPlan, store_quantized, weight_rows
+from .layers import LayerPlan, forward_calls, store_quantized, weight_rows
 from .spec import fit_grid
 
 # Unfolded rows per chunk (times C columns): bounds the float64 copy of a conv input and,
@@ -37,8 +38,13 @@ PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
 
 def check_hessian_options(damp: object, precision: object) -> torch.dtype:
     """Validate the options GPTQ and OBC share; returns the compute dtype."""
-    if not (isinstance(damp, int | float) and damp >= 0):
-        raise ValueError(f"damp: expected a float >= 0, got {damp!r}")
+    if not (
+        isinstance(damp, int | float)
+        and not isinstance(damp, bool)
+        and math.isfinite(damp)
+        and damp >= 0
+    ):
+        raise ValueError(f"damp: expected a finite number >= 0, got {damp!r}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision: expected 'float32' or 'float64', got {precision!r}")
     return PRECISIONS[precision]
@@ -168,15 +174,22 @@ def collect_hessians(
     *,
     stop_early: bool = True,
     product_dtype: torch.dtype = torch.float64,
+    calls: Mapping[str, int] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Run ``calib`` through ``model`` once and return each planned layer's Hessian.
+
+    A layer the forward calls several times (a shared module) gets the Hessian of all
+    its calls' inputs together: one weight serves every call, so its reconstruction
+    objective is the sum over calls, ``sum_c ||(W - Q) X_c||^2``.
 
     Args:
         model: the network (its current weights produce the inputs).
         plans: layers whose inputs to capture.
         calib: calibration batches (moved to the model's device).
-        stop_early: when the planned layers are the last ones reached, skip the rest of
-            the forward (sequential quantization only needs the prefix).
+        stop_early: skip the rest of a forward pass once every planned layer has had
+            all its calls (sequential quantization only needs the prefix).
+        calls: layer name -> calls per forward pass (from :func:`forward_calls`); when
+            None, the first batch runs the whole network and counts them.
     Returns:
         name -> float64 [G, C, C].
     """
@@ -184,25 +197,33 @@ def collect_hessians(
 
     plans = list(plans)
     accs = {lp.name: HessianAccumulator(lp.module, product_dtype=product_dtype) for lp in plans}
-    remaining: set[str] = set()
+    expected = None if calls is None else {n: int(calls[n]) for n in accs}
+    seen = dict.fromkeys(accs, 0)
+    pending = [0]
 
     def hook(name):
-        def fn(mod, inputs, output=None):
+        def fn(mod, inputs):
             accs[name].add(inputs[0])
-            remaining.discard(name)
-            if stop_early and not remaining:
-                raise _Stop
+            seen[name] += 1
+            if expected is not None and seen[name] == expected[name]:
+                pending[0] -= 1
+                if stop_early and pending[0] == 0:
+                    raise _Stop
 
         return fn
 
     handles = [lp.module.register_forward_pre_hook(hook(lp.name)) for lp in plans]
     try:
         for x in calib.batches(model_device(model)):
-            remaining.update(accs)
+            seen.update(dict.fromkeys(accs, 0))
+            if expected is not None:
+                pending[0] = sum(1 for n in accs if expected[n] > 0)
             try:
                 model(x)
             except _Stop:
                 pass
+            if expected is None:
+                expected = dict(seen)
     finally:
         for h in handles:
             h.remove()
@@ -320,14 +341,25 @@ def quantize_with_hessians(
     ``layer_fn(lp, weight [R, C] f32, hessian [G, C, C] f64) -> (Q [R, C], scale, zero)``
     quantizes one layer (dead inputs already handled); the result is stored with
     :func:`store_quantized` and reported through ``progress`` with its reconstruction
-    error. With ``sequential=True`` each layer's Hessian comes from the network whose
-    earlier layers are already quantized (GPTQ's order: later layers see, and
-    compensate, earlier errors; the forward stops at the layer). Otherwise all come from
-    the float network (the official OBC code), in as few passes as the memory budget
-    (``_HESSIAN_BUDGET``) allows.
+    error. Layers are taken in execution order (first call in a probe forward pass of
+    one calibration sample), not declaration order. With ``sequential=True`` each
+    layer's Hessian comes from the network whose earlier layers are already quantized
+    (GPTQ's order: later layers see, and compensate, earlier errors; the forward stops
+    after the layer's last call). Otherwise all come from the float network (the
+    official OBC code), in as few passes as the memory budget (``_HESSIAN_BUDGET``)
+    allows. A layer called several times per forward gets the Hessian of all its calls.
     """
+    from .api import model_device
+
     if not isinstance(sequential, bool):
         raise ValueError(f"sequential: expected a bool, got {sequential!r}")
+    # Execution order (module declaration order need not be it) and calls per forward,
+    # from one probe sample.
+    probe = next(iter(calib.batches(model_device(model))))[:1]
+    calls = forward_calls(model, [lp.module for lp in plan], probe)
+    counts = {lp.name: len(c) for lp, c in zip(plan, calls, strict=True)}
+    first = {lp.name: c[0] if c else math.inf for lp, c in zip(plan, calls, strict=True)}
+    plan = sorted(plan, key=lambda lp: first[lp.name])  # stable: unused layers keep order
     if sequential:
         source, chunks = model, [[lp] for lp in plan]
     else:
@@ -347,7 +379,7 @@ def quantize_with_hessians(
     index = 0
     for chunk in chunks:
         t0 = time.perf_counter()
-        hs = collect_hessians(source, chunk, calib, product_dtype=product_dtype)
+        hs = collect_hessians(source, chunk, calib, product_dtype=product_dtype, calls=counts)
         t_h = (time.perf_counter() - t0) / len(chunk)
         for src in chunk:
             lp = by_name[src.name]

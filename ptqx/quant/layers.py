@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -71,6 +71,35 @@ class LayerPlan:
         return self.module.weight[0].numel()
 
 
+class TiedWeightError(ValueError):
+    """A quantizable layer's weight Parameter is also held by another module."""
+
+    def __init__(self, layer: str, holders: list[str]):
+        self.layer = layer
+        self.holders = holders
+        listed = ", ".join(repr(h) for h in holders)
+        super().__init__(
+            f"model: layer {layer!r} shares its weight Parameter with {listed} (tied weights). "
+            "ptqx quantizes every layer's weight on its own grid and writes the dequantized "
+            "values back into the tensor, so a shared tensor cannot hold both layers' "
+            "weights; untie them first (give one layer its own copy: "
+            "layer.weight = nn.Parameter(layer.weight.detach().clone()))"
+        )
+
+
+def parameter_holders(model: nn.Module) -> dict[int, list[str]]:
+    """``id(parameter)`` -> qualified names of every distinct module attribute holding it.
+
+    A module registered under two names counts once (it is one layer); the same Parameter
+    assigned to two different modules (tied weights) is listed under both.
+    """
+    holders: dict[int, list[str]] = {}
+    for name, mod in model.named_modules():
+        for pname, p in mod.named_parameters(recurse=False):
+            holders.setdefault(id(p), []).append(f"{name}.{pname}" if name else pname)
+    return holders
+
+
 def find_layers(model: nn.Module) -> tuple[dict[str, nn.Module], list[tuple[str, str]]]:
     """Quantizable layers and unsupported weight holders of ``model``, in module order.
 
@@ -79,6 +108,9 @@ def find_layers(model: nn.Module) -> tuple[dict[str, nn.Module], list[tuple[str,
         any groups/dilation/stride/padding); ``unsupported`` lists (name, type name) of
         other modules that directly own parameters (ConvTranspose2d, Conv1d, Embedding,
         MultiheadAttention's in_proj, custom layers...), normalisation layers excepted.
+    Raises:
+        TiedWeightError: a layer's weight Parameter is shared with another module (tied
+            weights: quantizing one layer would overwrite the other's weight).
     """
     layers: dict[str, nn.Module] = {}
     unsupported: list[tuple[str, str]] = []
@@ -93,7 +125,46 @@ def find_layers(model: nn.Module) -> tuple[dict[str, nn.Module], list[tuple[str,
         elif any(True for _ in mod.parameters(recurse=False)):
             # The root module owning a bare Parameter (e.g. a class token) has no name.
             unsupported.append((name or "<root>", type(mod).__name__))
+    holders = parameter_holders(model)
+    for name, mod in layers.items():
+        own = f"{name}.weight" if name else "weight"
+        others = [h for h in holders.get(id(mod.weight), []) if h != own]
+        if others:
+            raise TiedWeightError(name, others)
     return layers, unsupported
+
+
+@torch.no_grad()
+def forward_calls(
+    model: nn.Module, modules: Sequence[nn.Module], probe: torch.Tensor
+) -> list[list[int]]:
+    """When each of ``modules`` runs during ``model(probe)``.
+
+    Args:
+        model: the network (run once, without gradients, in its current mode).
+        modules: submodules to watch (distinct objects).
+        probe: one input batch (a single sample suffices for the call structure).
+    Returns:
+        Per module, the positions of its calls in the order all watched modules were
+        called (empty for a module the forward never runs): ``len`` is its number of
+        calls, ``[0]`` its first call, which orders modules by execution.
+    """
+    calls: list[list[int]] = [[] for _ in modules]
+    counter = [0]
+    handles = []
+    for i, m in enumerate(modules):
+
+        def hook(mod, args, i=i):
+            calls[i].append(counter[0])
+            counter[0] += 1
+
+        handles.append(m.register_forward_pre_hook(hook))
+    try:
+        model(probe)
+    finally:
+        for h in handles:
+            h.remove()
+    return calls
 
 
 def match_layers(

@@ -108,9 +108,10 @@ def pack(qmodel: nn.Module, *, inplace: bool = False, int8_activations: bool = F
         The packed model (by default the same outputs as ``qmodel`` up to the float
         summation order of the native kernel).
     Raises:
-        ValueError: ``qmodel`` has no quantized layer; with ``int8_activations``, a layer
-            whose zero points are not integers (the message names the layer). Nothing is
-            replaced then, even with ``inplace=True``.
+        ValueError: ``qmodel`` has no quantized layer; a packable layer that is not
+            float32; with ``int8_activations``, a layer whose zero points are not
+            integers (the messages name the layer). Nothing is replaced then, even with
+            ``inplace=True``.
     """
     model = qmodel if inplace else copy.deepcopy(qmodel)
     targets = []
@@ -131,6 +132,14 @@ def pack(qmodel: nn.Module, *, inplace: bool = False, int8_activations: bool = F
     # model untouched.
     replacements = []
     for name, mod, qw in targets:
+        if mod.weight.dtype != torch.float32:
+            # The packed kernels take and return float32 activations only; a model kept
+            # in another dtype would feed them its own and fail at the first forward.
+            raise ValueError(
+                f"layer {name!r}: weight dtype {str(mod.weight.dtype).replace('torch.', '')}; "
+                "packed layers compute in float32 only (convert the model with .float() "
+                "before quantizing, or do not pack it)"
+            )
         try:
             replacements.append(
                 (name, PackedLinear(qw, mod.bias, int8_activations=int8_activations))

@@ -422,7 +422,7 @@ def quantize_brecq(
         beta_start=beta_start, beta_end=beta_end, num_calib=num_calib, loss=loss, asym=asym, seed=seed,
         cache_memory_mb=cache_memory_mb, cache_dir=cache_dir, log_every=log_every,
     )  # fmt: skip
-    fold_batchnorm(model)
+    fold_batchnorm(model, calib=calib)
     model.ptqx_recon = run_reconstruction(
         model, plan, calib, block_units(model, plan), cfg, progress, "brecq"
     )

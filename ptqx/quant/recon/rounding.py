@@ -78,6 +78,21 @@ class SoftRounding:
         return ops.fake_quant(self.rows, self.scale, self.zero, self.spec.maxq).reshape(self.shape)
 
 
+@torch.no_grad()
+def nearest_weight(weight: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
+    """``weight`` rounded to nearest on the grid :class:`SoftRounding` fits for it (RTN).
+
+    Args:
+        weight: float, any shape with dim 0 = output channel (not modified).
+        spec: the layer's grid.
+    Returns:
+        float32, ``weight``'s shape.
+    """
+    rows = weight.detach().reshape(weight.shape[0], -1).to(torch.float32)
+    scale, zero = fit_grid(rows, spec)
+    return ops.fake_quant(rows, scale, zero, spec.maxq).reshape(weight.shape)
+
+
 def beta_schedule(t: int, iters: int, warmup: float, beta_start: float, beta_end: float) -> float:
     """Regulariser exponent at (1-based) iteration ``t``; 0 means "no regulariser".
 

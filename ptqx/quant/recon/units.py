@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from ..calib import CalibrationSet
-from ..layers import LayerPlan
+from ..layers import LayerPlan, forward_calls
 from .cache import ActivationStore, CacheBudget
+from .rounding import nearest_weight
 
 
 @dataclass
@@ -89,29 +90,15 @@ def forward_order(model: nn.Module, units: list[Unit], probe: torch.Tensor) -> l
         ValueError: a unit that does not run, or runs more than once per forward (its
             input would be ambiguous), named.
     """
-    calls: dict[int, list[int]] = {}
-    counter = [0]
-    handles = []
-    for i, u in enumerate(units):
-
-        def hook(mod, args, i=i):
-            calls.setdefault(i, []).append(counter[0])
-            counter[0] += 1
-
-        handles.append(u.module.register_forward_pre_hook(hook))
-    try:
-        model(probe)
-    finally:
-        for h in handles:
-            h.remove()
-    for i, u in enumerate(units):
-        n = len(calls.get(i, []))
-        if n != 1:
+    calls = forward_calls(model, [u.module for u in units], probe)
+    for u, c in zip(units, calls, strict=True):
+        if len(c) != 1:
             raise ValueError(
-                f"model: {u.kind} {u.name!r} runs {n} time(s) per forward pass; reconstruction "
+                f"model: {u.kind} {u.name!r} runs {len(c)} time(s) per forward pass; reconstruction "
                 "needs each layer/block to run exactly once (unused or shared modules are not supported)"
             )
-    return sorted(units, key=lambda u: calls[units.index(u)][0])
+    first = {id(u): c[0] for u, c in zip(units, calls, strict=True)}
+    return sorted(units, key=lambda u: first[id(u)])
 
 
 class _Stop(Exception):
@@ -211,6 +198,12 @@ def capture_fisher(
     ``code_batch`` (the code's ``reduction='batchmean'`` over batches of 32), the gradient
     taken at the unit's output in the partly quantized model (yhhhli/BRECQ
     quant/data_utils.py ``save_grad_data`` / ``GetLayerGrad``).
+
+    As there, the network is quantized up to and including the unit
+    (``quantize_model_till``): earlier units with their learned rounding, the unit itself
+    round-to-nearest on its grid (its weight quantizer before AdaRound replaces it). With
+    the unit left in float, the first unit would see identical float and "quantized"
+    logits, a zero gradient, and all-ones weights. The unit's weights are restored after.
     """
     store = ActivationStore(calib.num_samples, budget, device)
     grads: list[torch.Tensor] = []
@@ -221,9 +214,13 @@ def capture_fisher(
         leaf.register_hook(lambda g: grads.append(g.detach()))
         return leaf
 
+    saved = [(lp.module.weight, lp.module.weight.detach().clone()) for _, lp in unit_q.layers]
     inplace = _no_inplace(qmodel)
     h = unit_q.module.register_forward_hook(hook)
     try:
+        with torch.no_grad():
+            for (w, _), (_, lp) in zip(saved, unit_q.layers, strict=True):
+                w.copy_(nearest_weight(w, lp.spec).to(w.dtype))
         for x in calib.batches(device):
             with torch.no_grad():
                 p_fp = torch.softmax(fp_model(x), dim=1)
@@ -238,5 +235,8 @@ def capture_fisher(
             store.append(grads[0].abs() + 1.0)
     finally:
         h.remove()
+        with torch.no_grad():
+            for w, orig in saved:
+                w.copy_(orig)
         _restore_inplace(inplace)
     return store.tensor
