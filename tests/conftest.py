@@ -41,6 +41,24 @@ def require_native() -> bool:
     return os.environ.get("PTQX_REQUIRE_NATIVE", "0") == "1"
 
 
+def native_or_skip(op: str, device: torch.device | str = "cpu") -> None:
+    """Skip a kernel-vs-reference test unless a native kernel serves ``op`` on ``device``.
+
+    Without one the op runs the reference (the CompositeExplicitAutograd default), so the
+    test would compare the reference with itself and pass for nothing. Under
+    ``PTQX_REQUIRE_NATIVE=1`` (CI) a missing kernel fails the test instead.
+    """
+    from ptqx.ops.info import kernel_table
+
+    key = "CUDA" if torch.device(device).type == "cuda" else "CPU"
+    if kernel_table()[op][key] == "reference":
+        if require_native():
+            pytest.fail(f"no native {key} kernel for {op} (PTQX_REQUIRE_NATIVE=1)")
+        pytest.skip(
+            f"native {key} kernel for {op} not built: the reference would be tested against itself"
+        )
+
+
 @pytest.fixture(scope="session")
 def digits_data():
     """scikit-learn digits as float tensors [N, 1, 8, 8] in [0, 1], split 1297/500."""

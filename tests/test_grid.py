@@ -8,6 +8,8 @@ import torch
 import ptqx.ops as ops
 from ptqx.ops import reference
 
+from .conftest import native_or_skip
+
 MAXQS = (255, 15, 7, 3, 2)
 # rows x cols: 1 row, 1 column, primes, not multiples of the 8-wide vector, conv-like 4-d.
 SHAPES = [(1, 1), (1, 13), (7, 1), (13, 97), (3, 4, 3, 3), (5, 1153)]
@@ -55,6 +57,8 @@ def assert_same_choice(w, native, ref, maxq, norm=2.4, min_exact=0.99):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("maxq", MAXQS)
 def test_codes_and_fake_quant_match_reference(device, gen, dtype, maxq):
+    native_or_skip("quantize_codes", device)
+    native_or_skip("fake_quant", device)
     for shape in [*SHAPES, (0, 5), (5, 0)]:
         w = _weights(shape, dtype, gen, device)
         rows = shape[0]
@@ -88,6 +92,7 @@ def test_round_half_to_even():
 @pytest.mark.parametrize("maxq", MAXQS)
 @pytest.mark.parametrize("mode", ["asym", "sym", "asym-nozero"])
 def test_grid_search_matches_reference(device, gen, dtype, maxq, mode):
+    native_or_skip("grid_search", device)
     symmetric, include_zero = mode == "sym", mode != "asym-nozero"
     for shape in SHAPES:
         w = _weights(shape, dtype, gen, device)
@@ -101,6 +106,7 @@ def test_grid_search_matches_reference(device, gen, dtype, maxq, mode):
 @pytest.mark.parametrize("maxq", [15, pytest.param(3, marks=pytest.mark.slow)])
 def test_grid_search_large_layer_matches_reference(gen, maxq):
     """A ResNet-18 layer shape (64 x 576): nearly every row identical."""
+    native_or_skip("grid_search")
     w = torch.randn(64, 576, generator=gen)
     got = ops.grid_search(w, maxq)
     assert_same_choice(w, got, reference.grid_search(w, maxq, False, True, 2.4, 100, 80), maxq)
@@ -108,6 +114,7 @@ def test_grid_search_large_layer_matches_reference(gen, maxq):
 
 @pytest.mark.parametrize("norm", [1.0, 2.0, 3.5])
 def test_grid_search_other_norms(gen, norm):
+    native_or_skip("grid_search")
     w = torch.randn(17, 203, generator=gen)
     got = ops.grid_search(w, 7, norm=norm, steps=50)
     want = reference.grid_search(w, 7, False, True, norm, 100, 50)
@@ -138,6 +145,7 @@ def test_grid_search_symmetric_zero_is_middle_code(gen, maxq):
 @pytest.mark.parametrize("include_zero", [True, False])
 @pytest.mark.parametrize("maxq", [15, 2])
 def test_grid_search_degenerate_rows(device, include_zero, maxq):
+    native_or_skip("grid_search", device)
     w = torch.zeros(5, 16, device=device)
     w[1] = 0.75  # constant positive
     w[2] = -2.5  # constant negative
@@ -154,6 +162,85 @@ def test_grid_search_degenerate_rows(device, include_zero, maxq):
     deq = ops.fake_quant(w, scale, zero, maxq)
     torch.testing.assert_close(deq[:3], w[:3], rtol=1e-6, atol=0)
     torch.testing.assert_close(deq[4], w[4], rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize(
+    "dtype,mag",
+    [
+        (torch.float64, 1e-20),
+        (torch.float64, 1e30),
+        (torch.float64, 1e-100),
+        (torch.float32, 1e-12),
+        (torch.float32, 1e12),
+        (torch.float32, 1e16),
+    ],
+)
+def test_grid_search_extreme_magnitudes_match_reference(device, gen, dtype, mag):
+    """Rows of any magnitude rank their candidates as at magnitude 1: |e|^2.4 of float64
+    errors of 1e-21 underflowed (and of 1e29 overflowed) the kernel's float32 power, and
+    float32 sums of |e|^2.4 at 1e16 overflow; both scale every error of a row by the
+    same power of two first."""
+    native_or_skip("grid_search", device)
+    w = torch.randn(6, 97, generator=gen, dtype=torch.float64)
+    w = (w * torch.rand(6, 1, generator=gen, dtype=torch.float64) * mag).to(dtype)
+    for maxq in (15, 3):
+        got = tuple(t.cpu() for t in ops.grid_search(w.to(device), maxq))
+        want = reference.grid_search(w, maxq, False, True, 2.4, 100, 80)
+        assert torch.all(got[0] > 0) and torch.isfinite(got[0]).all()
+        assert_same_choice(w, got, want, maxq, min_exact=0.8)
+        # The same choice as the unscaled problem: the scaling changes no ranking.
+        # (Exact power of two: the scaled weights and their grids are the same numbers.)
+        if dtype == torch.float64 and mag >= 1e-20:
+            k = 2.0 ** round(-torch.log2(torch.tensor(mag)).item())
+            unit = reference.grid_search(w * k, maxq, False, True, 2.4, 100, 80)
+            assert torch.equal(unit[1], want[1])
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("maxq", [15, 255])
+def test_grid_search_rows_without_a_float32_scale(device, symmetric, maxq):
+    """Subnormal rows, whose (max - min) / maxq rounds to 0 in float32, get the all-zero
+    row's grid (scale 0 and zero NaN/-inf before); a range overflowing float32 is
+    searched over its finite candidates, and raises when it has none."""
+    native_or_skip("grid_search", device)
+    # Ranges of a few subnormal ulps: (hi - lo) / maxq < 0.7e-45 rounds to 0.
+    sub = torch.tensor([[1.4e-45, 2.8e-45, 4.2e-45], [0.0, 0.0, 0.0], [-4.2e-45, 0.0, 1.4e-45]])
+    for include_zero in [True] if symmetric else [True, False]:
+        scale, zero = ops.grid_search(
+            sub.to(device), maxq, symmetric=symmetric, include_zero=include_zero
+        )
+        want = reference.grid_search(sub, maxq, symmetric, include_zero, 2.4, 100, 80)
+        assert torch.equal(scale.cpu(), want[0]) and torch.equal(zero.cpu(), want[1])
+        assert torch.equal(scale.cpu(), torch.full((3,), 2.0 / maxq))  # the zero row's grid
+        assert torch.equal(zero.cpu(), zero[1].cpu().expand(3)) and torch.isfinite(zero).all()
+        assert ops.fake_quant(sub.to(device), scale, zero, maxq).eq(0).all()
+
+    huge = torch.tensor([[-3e38, 3e38, 0.0], [1.0, -2.0, 0.5]])
+    scale, zero = ops.grid_search(huge.to(device), 15, symmetric=symmetric)
+    want = reference.grid_search(huge, 15, symmetric, True, 2.4, 100, 80)
+    assert torch.equal(scale.cpu(), want[0]) and torch.equal(zero.cpu(), want[1])
+    assert torch.isfinite(scale).all() and torch.all(scale > 0) and torch.isfinite(zero).all()
+    # With the full range only (steps=1), (hi - lo) / maxq = inf is the only candidate.
+    with pytest.raises(ValueError, match=r"w: rows \[0\] have a range"):
+        ops.grid_search(huge.to(device), 15, symmetric=symmetric, steps=1)
+    # float64 weights beyond float32's range: every candidate overflows.
+    with pytest.raises(ValueError, match=r"w: rows \[1\] have a range"):
+        ops.grid_search(torch.tensor([[1.0, 2.0], [-1e39, 1e39]], dtype=torch.float64), 15)
+    # The op itself (native and reference alike) returns the non-finite scale.
+    s_op, _ = torch.ops.ptqx.grid_search(huge.to(device), 15, symmetric, True, 2.4, 100, 1)
+    s_ref, _ = reference.grid_search(huge, 15, symmetric, True, 2.4, 100, 1)
+    assert torch.equal(s_op.cpu(), s_ref) and s_ref[0] == float("inf")
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (0, 3, 3), (0, 0)])
+def test_grid_search_no_rows(device, shape):
+    """The reference used reshape(0, -1), which torch refuses on 0 elements."""
+    w = torch.empty(shape, device=device)
+    for dtype in (torch.float32, torch.float64):
+        s, z = ops.grid_search(w.to(dtype), 15)
+        assert s.shape == z.shape == (0,) and s.dtype == z.dtype == torch.float32
+        sr, zr = reference.grid_search(w.cpu().to(dtype), 15, False, True, 2.4, 100, 80)
+        assert sr.shape == zr.shape == (0,) and sr.dtype == zr.dtype == torch.float32
 
 
 def test_grid_search_one_column_and_empty(device):
@@ -218,8 +305,14 @@ def test_ternary_mse_is_symmetric_grid_search(gen):
 # opcheck and bad input
 
 
-def test_opcheck(device, gen):
+@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+def test_opcheck(device, gen, layout):
     w = _weights((6, 19), torch.float32, gen, device)
+    if layout == "transposed":
+        # Same [6, 19] values with strides (1, 6): the kernels return contiguous outputs,
+        # and the fake kernels must say so (empty_like copied these strides).
+        w = w.t().contiguous().t()
+        assert not w.is_contiguous()
     scale = (torch.rand(6, generator=gen) + 0.1).to(device)
     zero = torch.randint(0, 16, (6,), generator=gen).float().to(device)
     torch.library.opcheck(torch.ops.ptqx.quantize_codes.default, (w, scale, zero, 15))
@@ -228,6 +321,20 @@ def test_opcheck(device, gen):
     torch.library.opcheck(
         torch.ops.ptqx.grid_search.default, (w.double(), 2, True, True, 2.0, 10, 5)
     )
+
+
+def test_fake_quant_output_layout_under_compile(gen):
+    """A layout-dependent use of the result traces: ``.view(-1)`` needs the contiguous
+    output the kernel returns, which the fake kernel used to describe with the
+    transposed input's strides (a tracing error under fullgraph)."""
+
+    def f(w, s, z):
+        return torch.ops.ptqx.fake_quant(w, s, z, 15).view(-1)[:7]
+
+    w = torch.randn(6, 4, generator=gen).t()
+    s, z = torch.rand(4, generator=gen) + 0.1, torch.full((4,), 3.0)
+    got = torch.compile(f, backend="aot_eager", fullgraph=True)(w, s, z)
+    assert torch.equal(got, f(w, s, z))
 
 
 def test_bad_inputs():
@@ -266,6 +373,13 @@ def test_bad_inputs():
         ops.grid_search(w, 15, steps=0)
     with pytest.raises(ValueError, match="grid"):
         ops.grid_search(w, 15, grid=0)
+    # bool is an int subclass, and the kernels hold grid in an int32.
+    for grid in (True, 2**31, 2**32, 2.0):
+        with pytest.raises(ValueError, match="grid: expected an int in"):
+            ops.grid_search(w, 15, grid=grid, steps=1)
+    with pytest.raises(ValueError, match="steps"):
+        ops.grid_search(w, 15, grid=10, steps=True)
+    ops.grid_search(w, 15, grid=2**31 - 1, steps=2)  # the largest grid is accepted
     for norm in (0.0, -2.4, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="norm"):
             ops.grid_search(w, 15, norm=norm)
@@ -277,8 +391,7 @@ def test_bad_inputs():
 
 def test_native_kernel_checks_its_arguments():
     """The CPU kernel itself rejects bad arguments (callers that bypass the wrapper)."""
-    if not torch._C._dispatch_has_kernel_for_dispatch_key("ptqx::grid_search", "CPU"):
-        pytest.skip("native CPU grid_search not built")
+    native_or_skip("grid_search")
     w = torch.randn(4, 8)
     with pytest.raises(RuntimeError, match="maxq"):
         torch.ops.ptqx.grid_search(w, 0, False, True, 2.4, 100, 80)
@@ -288,3 +401,7 @@ def test_native_kernel_checks_its_arguments():
         torch.ops.ptqx.grid_search(w, 15, False, True, -1.0, 100, 80)
     with pytest.raises(RuntimeError, match="w: expected float32 or float64"):
         torch.ops.ptqx.grid_search(w.half(), 15, False, True, 2.4, 100, 80)
+    # grid is an int32 in the kernel: 2^32 used to wrap to 0 and give NaN scales.
+    for grid in (2**31, 2**32):
+        with pytest.raises(RuntimeError, match="grid: expected <= 2147483647"):
+            torch.ops.ptqx.grid_search(w, 15, False, True, 2.4, grid, 1)

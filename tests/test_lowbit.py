@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from ptqx.ops import lowbit_linear, lowbit_linear_int8act, pack_weights, reference, unpack_weights
 from ptqx.ops.lowbit import packed_row_bytes
 
+from .conftest import native_or_skip
+
 # (rows, cols): 1 row, 1 col, primes, non-multiples of the 64/128-code blocks, exact
 # multiples, empty rows/cols, and one CIFAR ResNet-18-like shape.
 PACK_SHAPES = [
@@ -38,6 +40,8 @@ def _codes(rows, cols, maxq, gen, device):
 @pytest.mark.parametrize("bits,maxq", LEVELS, ids=["2bit", "ternary", "4bit"])
 @pytest.mark.parametrize("shape", PACK_SHAPES, ids=str)
 def test_pack_round_trip_exact(shape, bits, maxq, gen, device):
+    native_or_skip("pack_weights", device)
+    native_or_skip("unpack_weights", device)
     codes = _codes(*shape, maxq, gen, device)
     packed = pack_weights(codes, bits)
     assert packed.dtype == torch.uint8 and packed.device == codes.device
@@ -116,6 +120,7 @@ LINEAR_CASES = [
 @pytest.mark.parametrize("bits,maxq", LEVELS, ids=["2bit", "ternary", "4bit"])
 @pytest.mark.parametrize("case", LINEAR_CASES, ids=str)
 def test_lowbit_linear_matches_reference(case, bits, maxq, with_bias, gen, device):
+    native_or_skip("lowbit_linear", device)
     lead, rows, cols = case
     codes, packed, scale, zero = _quantized_layer(rows, cols, bits, maxq, gen, device)
     x = torch.randn(*lead, cols, generator=gen).to(device)
@@ -150,6 +155,7 @@ def test_lowbit_linear_matches_reference(case, bits, maxq, with_bias, gen, devic
 def test_lowbit_linear_very_wide_layer(gen):
     # 384 tokens x 21824 columns: the GEMM's copy of x (> 32 MiB) is allocated for the call
     # instead of in the buffer each thread keeps (csrc/include/ptqx/lowbit_gemm.h).
+    native_or_skip("lowbit_linear")
     rows, cols = 512, 21824
     codes, packed, scale, zero = _quantized_layer(rows, cols, 2, 3, gen, "cpu")
     x = torch.randn(384, cols, generator=gen)
@@ -172,6 +178,7 @@ def test_lowbit_linear_nan_propagates(gen):
 
 
 def test_lowbit_linear_non_contiguous_x(gen):
+    native_or_skip("lowbit_linear")
     codes, packed, scale, zero = _quantized_layer(20, 70, 4, 15, gen, "cpu")
     x = torch.randn(70, 9, generator=gen).t()
     y = lowbit_linear(x, packed, scale, zero, 4)
@@ -194,6 +201,14 @@ def test_opcheck(bits, gen, device):
     )
     torch.library.opcheck(
         torch.ops.ptqx.lowbit_linear.default, (x, packed, scale, zero, bits, None)
+    )
+    # Non-contiguous inputs: the outputs are contiguous whichever kernel serves the op.
+    x_t = x.t().contiguous().t()
+    codes_t = codes.t().contiguous().t()
+    assert not x_t.is_contiguous() and not codes_t.is_contiguous()
+    torch.library.opcheck(torch.ops.ptqx.pack_weights.default, (codes_t, bits))
+    torch.library.opcheck(
+        torch.ops.ptqx.lowbit_linear.default, (x_t, packed, scale, zero, bits, bias)
     )
 
 
@@ -284,6 +299,7 @@ INT8ACT_CASES = [
 @pytest.mark.parametrize("bits,maxq", LEVELS, ids=["2bit", "ternary", "4bit"])
 @pytest.mark.parametrize("case", INT8ACT_CASES, ids=str)
 def test_int8act_matches_reference_exactly(case, bits, maxq, with_bias, gen, device):
+    native_or_skip("lowbit_linear_int8act", device)
     lead, rows, cols = case
     codes, packed, scale, zero = _quantized_layer(rows, cols, bits, maxq, gen, device)
     x = (torch.randn(*lead, cols, generator=gen) * 3).to(device)
@@ -317,6 +333,7 @@ def test_int8act_reference_is_the_integer_formula(gen):
 
 def test_int8act_extreme_activations_match_reference(gen, device):
     # Ties at .5 (round half to even), the clamp at +-127, huge and tiny magnitudes.
+    native_or_skip("lowbit_linear_int8act", device)
     codes, packed, scale, zero = _quantized_layer(9, 200, 2, 3, gen, device)
     x = torch.randn(6, 200, generator=gen)
     x[0, :3] = torch.tensor([127.0, 0.5, -1.5])  # amax 127: s_x = 1 -> exact .5 ties
@@ -380,6 +397,7 @@ def test_int8act_zero_token_gives_bias(gen, device):
 
 
 def test_int8act_non_contiguous_x(gen):
+    native_or_skip("lowbit_linear_int8act")
     codes, packed, scale, zero = _quantized_layer(20, 70, 4, 15, gen, "cpu")
     x = torch.randn(70, 9, generator=gen).t()
     y = lowbit_linear_int8act(x, packed, scale, zero, 4)
@@ -395,6 +413,9 @@ def test_int8act_opcheck(bits, gen, device):
     op = torch.ops.ptqx.lowbit_linear_int8act.default
     torch.library.opcheck(op, (x, packed, scale, zero, bits, bias))
     torch.library.opcheck(op, (x, packed, scale, zero, bits, None))
+    x_t = x.t().contiguous().t()  # same values, strides (1, 3)
+    assert not x_t.is_contiguous()
+    torch.library.opcheck(op, (x_t, packed, scale, zero, bits, bias))
 
 
 def test_int8act_bad_inputs(gen, device):
@@ -434,6 +455,7 @@ def test_int8act_too_many_columns_raises():
 
 def test_int8act_native_binding_checks_zero(gen):
     # The op itself (not only the wrapper) refuses a non-integer zero.
+    native_or_skip("lowbit_linear_int8act")
     codes, packed, scale, zero = _quantized_layer(6, 100, 2, 3, gen, "cpu")
     z = zero.clone()
     z[2] = 0.25

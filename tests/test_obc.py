@@ -11,7 +11,7 @@ import torch
 import ptqx.ops as ops
 from ptqx.ops import reference
 
-from .conftest import require_native
+from .conftest import native_or_skip
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from _obc_official_style import obc_official_style  # noqa: E402
@@ -85,16 +85,6 @@ def test_reference_beats_rtn_and_is_on_grid():
 # Native kernels against the reference
 
 
-def native_or_skip(device: torch.device) -> None:
-    from ptqx.ops.info import kernel_table
-
-    key = "CUDA" if device.type == "cuda" else "CPU"
-    if kernel_table()["obc_quantize_rows"][key] == "reference":
-        if require_native():
-            pytest.fail(f"no native {key} kernel for obc_quantize_rows (PTQX_REQUIRE_NATIVE=1)")
-        pytest.skip(f"native {key} kernel not built: the reference would be tested against itself")
-
-
 def run_both(w, hinv, scale, zero, maxq, device):
     q_k, o_k = ops.obc_quantize_rows(
         w.to(device), hinv.to(device), scale.to(device), zero.to(device), maxq, return_order=True
@@ -123,7 +113,7 @@ FLOAT64_SHAPES = [
 
 @pytest.mark.parametrize("rows,cols,bits", FLOAT64_SHAPES)
 def test_kernel_float64_equals_reference(rows, cols, bits, device):
-    native_or_skip(device)
+    native_or_skip("obc_quantize_rows_order", device)
     w, hinv, scale, zero, maxq = make_problem(rows, cols, bits=bits, seed=7 * rows + cols)
     q_k, o_k, q_r, o_r = run_both(w, hinv, scale, zero, maxq, device)
     assert q_k.dtype == torch.float64 and q_k.shape == (rows, cols)
@@ -134,7 +124,7 @@ def test_kernel_float64_equals_reference(rows, cols, bits, device):
 @pytest.mark.slow
 @pytest.mark.parametrize("rows,cols", [(2, 517), (1, 1031)])
 def test_kernel_float64_equals_reference_large(rows, cols, device):
-    native_or_skip(device)
+    native_or_skip("obc_quantize_rows_order", device)
     w, hinv, scale, zero, maxq = make_problem(rows, cols, bits=2, seed=cols)
     q_k, o_k, q_r, o_r = run_both(w, hinv, scale, zero, maxq, device)
     assert torch.equal(o_k, o_r)
@@ -153,7 +143,7 @@ def assert_float32_close(q_k, q_r, w, hinv):
 
 @pytest.mark.parametrize("rows,cols,bits", [(24, 149, 2), (6, 181, 3), (5, 101, 1.58)])
 def test_kernel_float32_matches_reference(rows, cols, bits, device):
-    native_or_skip(device)
+    native_or_skip("obc_quantize_rows_order", device)
     w, hinv, scale, zero, maxq = make_problem(rows, cols, bits=bits, seed=cols, dtype=torch.float32)
     q_k, _, q_r, _ = run_both(w, hinv, scale, zero, maxq, device)
     assert q_k.dtype == torch.float32
@@ -161,7 +151,7 @@ def test_kernel_float32_matches_reference(rows, cols, bits, device):
 
 
 def test_float32_weight_with_float64_hinv_runs_in_float64(device):
-    native_or_skip(device)
+    native_or_skip("obc_quantize_rows_order", device)
     w, hinv, scale, zero, maxq = make_problem(
         6, 53, bits=2, seed=5, dtype=torch.float32, hinv_dtype=torch.float64
     )
@@ -175,7 +165,7 @@ def test_float32_weight_with_float64_hinv_runs_in_float64(device):
 
 def test_weights_beyond_the_grid_and_exact_zeros(device):
     """Clamped outliers (the outlier rule fires) and dead inputs (W = 0, decoupled H)."""
-    native_or_skip(device)
+    native_or_skip("obc_quantize_rows_order", device)
     w, hinv, scale, zero, maxq = make_problem(5, 40, bits=2, seed=11)
     w[:, 3] *= 20  # far outside the grid: err > scale^2 / 4 until picked
     w[:, [5, 17]] = 0
@@ -230,7 +220,7 @@ def digits_layer(digits_model, digits_data):
 
 
 def test_trained_model_hessian(digits_layer, device):
-    native_or_skip(device)
+    native_or_skip("obc_quantize_rows_order", device)
     weight, hinv = digits_layer
     maxq = 3
     scale, zero = ops.grid_search(weight.float(), maxq)
@@ -253,6 +243,11 @@ def test_opcheck(op, device):
     w, hinv, scale, zero, maxq = make_problem(3, 10, bits=2, seed=2, dtype=torch.float32)
     args = (w.to(device), hinv.to(device), scale.to(device), zero.to(device), maxq)
     torch.library.opcheck(getattr(torch.ops.ptqx, op), args)
+    # A transposed weight: the kernels return contiguous outputs, so must the fake kernel
+    # (empty_like kept the input's strides: a stride mismatch here).
+    w_t = w.t().contiguous().t().to(device)
+    assert not w_t.is_contiguous()
+    torch.library.opcheck(getattr(torch.ops.ptqx, op), (w_t, *args[1:]))
 
 
 def test_bad_inputs():

@@ -10,6 +10,8 @@ import torch
 import ptqx.ops as ops
 from ptqx.ops import reference
 
+from .conftest import native_or_skip
+
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 # K = 2 (smallest), primes, one past the kernel's 1024-class chunk, multi-dim leading shapes.
 SHAPES = [(1, 2), (5, 3), (100, 10), (33, 100), (7, 1025), (3, 2049), (2, 3, 7), (4, 5, 2, 11)]
@@ -22,6 +24,7 @@ def _close(got, want):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_matches_float64_reference(device, gen, dtype):
+    native_or_skip("logit_scores", device)
     for shape in [*SHAPES, (0, 10), (3, 0, 4)]:
         z = (torch.randn(*shape, generator=gen, dtype=torch.float64) * 6).to(dtype)
         y = torch.randint(0, shape[-1], shape[:-1], generator=gen)
@@ -31,6 +34,7 @@ def test_matches_float64_reference(device, gen, dtype):
 
 
 def test_label_in_every_position(device, gen):
+    native_or_skip("logit_scores", device)
     k = 1030  # crosses the chunk boundary at 1024
     z = torch.randn(k, k, generator=gen)
     y = torch.arange(k)
@@ -49,6 +53,7 @@ def test_equals_softmax_definition(gen):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
 def test_extreme_logits_finite_and_exact(device, gen, dtype):
+    native_or_skip("logit_scores", device)
     z = torch.tensor([[1e4, -1e4, 0.0], [-1e4, 1e4, 0.0], [1e4, 1e4, -1e4], [-1e4, -1e4, -1e4]])
     y = torch.tensor([0, 0, 1, 2])
     got = ops.logit_scores(z.to(dtype).to(device), y.to(device)).cpu()
@@ -75,6 +80,7 @@ def test_label_dtypes_accepted(gen):
 
 
 def test_non_contiguous_input(gen):
+    native_or_skip("logit_scores")
     z = torch.randn(10, 6, 4, generator=gen).transpose(1, 2)  # [10, 4, 6], classes strided
     y = torch.randint(0, 6, (10, 4), generator=gen)
     _close(ops.logit_scores(z, y), reference.logit_scores(z, y))
@@ -85,6 +91,11 @@ def test_opcheck(device, gen, dtype):
     z = torch.randn(4, 3, 9, generator=gen).to(dtype).to(device)
     y = torch.randint(0, 9, (4, 3), generator=gen).to(device)
     torch.library.opcheck(torch.ops.ptqx.logit_scores.default, (z, y))
+    # Classes strided (transposed last two dims) and a transposed label matrix.
+    z_t = z.transpose(1, 2).contiguous().transpose(1, 2)
+    y_t = y.t().contiguous().t()
+    assert not z_t.is_contiguous() and not y_t.is_contiguous()
+    torch.library.opcheck(torch.ops.ptqx.logit_scores.default, (z_t, y_t))
 
 
 def test_bad_inputs():
@@ -119,8 +130,7 @@ def test_bad_inputs():
 
 def test_native_kernel_checks_labels():
     """The CPU kernel rejects out-of-range labels itself (no out-of-bounds read)."""
-    if not torch._C._dispatch_has_kernel_for_dispatch_key("ptqx::logit_scores", "CPU"):
-        pytest.skip("native CPU logit_scores not built")
+    native_or_skip("logit_scores")
     z = torch.randn(3, 4)
     for y in ([0, 4, 1], [0, -1, 1]):
         with pytest.raises(RuntimeError, match="labels: 1 value"):

@@ -5,6 +5,8 @@
 #include <c10/core/ScalarType.h>
 #include <torch/library.h>
 
+#include <cstdint>
+#include <limits>
 #include <tuple>
 
 #include "ptqx/bindings/grid_checks.h"
@@ -60,6 +62,9 @@ std::tuple<at::Tensor, at::Tensor> grid_search_cpu(const at::Tensor& w_, int64_t
                                                    bool include_zero, double norm, int64_t grid,
                                                    int64_t steps) {
   bindings::check_grid_search(w_, maxq, norm, grid, steps);
+  // GridOptions holds grid and steps as int: a larger value would wrap and give NaN scales.
+  TORCH_CHECK(grid <= std::numeric_limits<int32_t>::max(), "grid: expected <= ",
+              std::numeric_limits<int32_t>::max(), ", got ", grid);
   auto w = w_.contiguous();
   const int64_t rows = w.size(0);
   const int64_t cols = rows ? w.numel() / rows : 0;

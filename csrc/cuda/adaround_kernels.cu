@@ -11,6 +11,12 @@ __device__ __forceinline__ float exp_t(float x) { return expf(x); }
 __device__ __forceinline__ double exp_t(double x) { return exp(x); }
 __device__ __forceinline__ float pow_t(float x, float y) { return powf(x, y); }
 __device__ __forceinline__ double pow_t(double x, double y) { return pow(x, y); }
+// Separately rounded multiply and add: nvcc would otherwise contract a * b + c into one
+// FMA, whose single rounding moves h's kinks off the CPU kernel's and the reference's.
+__device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+__device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
+__device__ __forceinline__ double add_rn(double a, double b) { return __dadd_rn(a, b); }
 
 template <typename T>
 __device__ __forceinline__ T sigmoid_t(T a) {
@@ -20,7 +26,7 @@ __device__ __forceinline__ T sigmoid_t(T a) {
 // h(a) = clamp(1.2 * sigmoid(a) - 0.1, 0, 1); also returns the unclamped u.
 template <typename T>
 __device__ __forceinline__ T soft_h(T sig, T* u_out) {
-  const T u = T(1.2) * sig + T(-0.1);
+  const T u = add_rn(mul_rn(T(1.2), sig), T(-0.1));
   *u_out = u;
   return u < T(0) ? T(0) : (u > T(1) ? T(1) : u);
 }

@@ -6,6 +6,8 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <cstdint>
+#include <limits>
 #include <tuple>
 
 #include "ptqx/bindings/device_checks.h"
@@ -70,6 +72,9 @@ std::tuple<at::Tensor, at::Tensor> grid_search_cuda(const at::Tensor& w_, int64_
                                                     int64_t steps) {
   TORCH_CHECK(w_.is_cuda(), "w: expected a CUDA tensor");
   bindings::check_grid_search(w_, maxq, norm, grid, steps);
+  // GridOptions holds grid and steps as int: a larger value would wrap and give NaN scales.
+  TORCH_CHECK(grid <= std::numeric_limits<int32_t>::max(), "grid: expected <= ",
+              std::numeric_limits<int32_t>::max(), ", got ", grid);
   c10::cuda::CUDAGuard guard(w_.device());
   auto w = w_.contiguous();
   const int64_t rows = w.size(0), cols = rows ? w.numel() / rows : 0;

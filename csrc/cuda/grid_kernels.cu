@@ -3,6 +3,7 @@
 
 #include "ptqx/cuda/grid.h"
 #include "ptqx/cuda/launch.h"
+#include "ptqx/grid.h"
 
 namespace ptqx::cuda {
 namespace {
@@ -38,14 +39,18 @@ __global__ void quantize_codes_kernel(const T* __restrict__ w, const float* __re
 
 // ---------------------------------------------------------------------------------------
 // Grid search: one block per row. Every thread derives the same float32 candidate
-// (grid_common.h, with __fmul_rn so nvcc cannot contract it), sums |e|^norm over its
-// strided columns in float64, and the block reduces; thread 0 keeps the first strictly
-// better candidate, as the reference does.
+// (grid_common.h, with __fmul_rn so nvcc cannot contract it), sums (k |e|)^norm over its
+// strided columns in float64 (k: the row's power of two, grid.h), and the block reduces;
+// thread 0 keeps the first strictly better candidate, as the reference does. Candidates
+// whose scale is 0 or inf are skipped (the reference's error is NaN there); the skip is
+// uniform over the block, so every thread still meets the reductions' barriers.
 
 constexpr int kGridThreads = 256;
 
 __device__ __forceinline__ float rint_rn(float v) { return rintf(v); }
 __device__ __forceinline__ double rint_rn(double v) { return rint(v); }
+__device__ __forceinline__ float abs_t(float v) { return fabsf(v); }
+__device__ __forceinline__ double abs_t(double v) { return fabs(v); }
 __device__ __forceinline__ float mul_nocontract(float a, float b) { return __fmul_rn(a, b); }
 __device__ __forceinline__ double mul_nocontract(double a, double b) { return __dmul_rn(a, b); }
 
@@ -84,6 +89,7 @@ __global__ void __launch_bounds__(kGridThreads)
   __shared__ T sh_t[32];
   __shared__ double sh_d[32];
   __shared__ float sh_range[2];
+  __shared__ int sh_exp;
   const int64_t r = blockIdx.x;
   const T* x = w + r * cols;
   if (cols == 0) {
@@ -103,12 +109,14 @@ __global__ void __launch_bounds__(kGridThreads)
   mx = block_reduce(mx, MaxOp{}, x[0], sh_t);
   if (threadIdx.x == 0) {
     float lo, hi;
-    grid_range(static_cast<float>(mn), static_cast<float>(mx), o.symmetric, o.include_zero, lo, hi);
+    grid_search_range(static_cast<float>(mn), static_cast<float>(mx), o, lo, hi);
     sh_range[0] = lo;
     sh_range[1] = hi;
+    sh_exp = grid_error_exponent(lo, hi);
   }
   __syncthreads();
   const float lo = sh_range[0], hi = sh_range[1];
+  const T k = static_cast<T>(ldexp(1.0, -sh_exp));
   const bool square = o.norm == 2.f;
   const T m = static_cast<T>(o.maxq);
   double best = CUDART_INF;
@@ -117,21 +125,23 @@ __global__ void __launch_bounds__(kGridThreads)
   for (int i = 0; i < steps; ++i) {
     float sf, zf;
     grid_candidate(lo, hi, i, o, sf, zf);
+    if (threadIdx.x == 0 && i == 0) {  // OBC starts from the full range
+      best_s = sf;
+      best_z = zf;
+    }
+    if (!usable_scale(sf)) continue;
     const T s = static_cast<T>(sf), z = static_cast<T>(zf);
     double acc = 0.0;
     for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
       const T v = x[c];
       T q = rint_rn(v / s) + z;
       q = q < T(0) ? T(0) : (q > m ? m : q);
-      const float e = fabsf(static_cast<float>(mul_nocontract(s, q - z) - v));
+      // |d| * k has no add for nvcc to fuse the product into.
+      const float e = static_cast<float>(abs_t(mul_nocontract(s, q - z) - v) * k);
       acc += square ? static_cast<double>(e) * e : static_cast<double>(powf(e, o.norm));
     }
     acc = block_reduce(acc, SumOp{}, 0.0, sh_d);
     if (threadIdx.x == 0) {
-      if (i == 0) {
-        best_s = sf;
-        best_z = zf;
-      }
       if (acc < best) {
         best = acc;
         best_s = sf;

@@ -19,6 +19,8 @@ is ``scale * (q - zero)``.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from . import reference
@@ -62,23 +64,47 @@ SCHEMAS: dict[str, str] = {
     ),
 }
 
+
+def _contiguous_outputs(fn):
+    """The reference as an op kernel: outputs made contiguous, as every native kernel's are.
+
+    Elementwise torch ops keep a transposed input's strides, so without this the same op
+    would return different layouts on a device with a native kernel and one without, and
+    one set of fake kernels could not describe both. ``.contiguous()`` of a contiguous
+    tensor is the tensor itself: no copy on the usual path.
+    """
+
+    @functools.wraps(fn)
+    def kernel(*args):
+        out = fn(*args)
+        if isinstance(out, tuple):
+            return tuple(t.contiguous() for t in out)
+        return out.contiguous()
+
+    return kernel
+
+
 for _name, _schema in SCHEMAS.items():
     LIB.define(_schema)
-    LIB.impl(_name, getattr(reference, _name), "CompositeExplicitAutograd")
+    LIB.impl(_name, _contiguous_outputs(getattr(reference, _name)), "CompositeExplicitAutograd")
 
 
 # ---------------------------------------------------------------------------------------
-# Fake kernels: output metadata only.
+# Fake kernels: output metadata only. Every native kernel reads ``.contiguous()`` inputs
+# and returns a fresh contiguous tensor, so the fakes build outputs from the shape alone
+# (``new_empty``), never with ``empty_like``, which would copy a transposed input's
+# strides: a stride the real kernel does not produce breaks opcheck and, under
+# torch.compile, any layout-dependent use of the result (``.view(-1)``).
 
 
 @torch.library.register_fake("ptqx::quantize_codes")
 def _quantize_codes_fake(w, scale, zero, maxq):
-    return torch.empty_like(w, dtype=torch.uint8)
+    return w.new_empty(w.shape, dtype=torch.uint8)
 
 
 @torch.library.register_fake("ptqx::fake_quant")
 def _fake_quant_fake(w, scale, zero, maxq):
-    return torch.empty_like(w)
+    return w.new_empty(w.shape)
 
 
 @torch.library.register_fake("ptqx::grid_search")
@@ -89,12 +115,12 @@ def _grid_search_fake(w, maxq, symmetric, include_zero, norm, grid, steps):
 
 @torch.library.register_fake("ptqx::obc_quantize_rows")
 def _obc_fake(weight, hinv, scale, zero, maxq):
-    return torch.empty_like(weight)
+    return weight.new_empty(weight.shape)
 
 
 @torch.library.register_fake("ptqx::obc_quantize_rows_order")
 def _obc_order_fake(weight, hinv, scale, zero, maxq):
-    return torch.empty_like(weight), torch.empty_like(weight, dtype=torch.int64)
+    return weight.new_empty(weight.shape), weight.new_empty(weight.shape, dtype=torch.int64)
 
 
 @torch.library.register_fake("ptqx::pack_weights")
@@ -132,9 +158,9 @@ def _lira_loo_stats_fake(ref_scores, keep):
 
 @torch.library.register_fake("ptqx::adaround_forward")
 def _adaround_forward_fake(w_floor, alpha, scale, zero, maxq, beta):
-    return torch.empty_like(alpha), alpha.new_empty(())
+    return alpha.new_empty(alpha.shape), alpha.new_empty(())
 
 
 @torch.library.register_fake("ptqx::adaround_backward")
 def _adaround_backward_fake(grad_w, grad_reg, w_floor, alpha, scale, zero, maxq, beta):
-    return torch.empty_like(alpha)
+    return alpha.new_empty(alpha.shape)

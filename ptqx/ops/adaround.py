@@ -49,7 +49,8 @@ def adaround_soft_weight(
     ``reg = sum(1 - (2 |h - 0.5|)^beta)`` (0 for ``beta == 0``, the warm-up).
 
     Args:
-        w_floor: float32/float64 [R, ...], ``floor(w / scale)`` (dim 0 = output channel).
+        w_floor: float32/float64 [R, ...], ``floor(w / scale)`` (dim 0 = output channel),
+            finite (the kernels would clamp a NaN to a code where the reference keeps it).
         alpha: rounding variables, same shape, dtype and device as ``w_floor``.
         scale, zero: float32 [R]; scale > 0.
         maxq: largest code (2^bits - 1; 2 for 1.58 bits).
@@ -64,7 +65,12 @@ def adaround_soft_weight(
         return torch.ops.ptqx.adaround_forward(w_floor, alpha, scale, zero, maxq, float(beta))
     check_tensor("alpha", alpha, dtypes=FLOATS, min_ndim=1, finite=True)
     check_tensor(
-        "w_floor", w_floor, dtypes=(alpha.dtype,), shape=tuple(alpha.shape), device=alpha.device
+        "w_floor",
+        w_floor,
+        dtypes=(alpha.dtype,),
+        shape=tuple(alpha.shape),
+        device=alpha.device,
+        finite=True,
     )
     check_per_row("scale", scale, alpha.shape[0], alpha.device)
     check_per_row("zero", zero, alpha.shape[0], alpha.device)

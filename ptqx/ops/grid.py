@@ -6,6 +6,8 @@ import torch
 
 from ._checks import FLOATS, check_maxq, check_per_row, check_tensor, check_values
 
+INT32_MAX = 2**31 - 1
+
 
 def _check_wsz(w, scale, zero, maxq):
     check_tensor("w", w, dtypes=FLOATS, min_ndim=1, finite=True)
@@ -65,13 +67,20 @@ def grid_search(
         norm: exponent of the error ``sum |w - q(w)|^norm``.
         grid, steps: candidate ``i < steps`` shrinks the range by ``1 - i / grid``.
     Returns:
-        (scale, zero): float32 [R] each; ``scale > 0``, ``zero`` integer-valued.
+        (scale, zero): float32 [R] each; ``scale`` finite and > 0, ``zero`` integer-valued.
+        A row whose range is too small for a float32 scale (only subnormal weights, where
+        ``(max - min) / maxq`` rounds to 0) gets the all-zero row's grid (range (-1, +1)),
+        which quantizes it to 0.
+    Raises:
+        ValueError: naming ``w`` when a row's range overflows float32 for every candidate
+            (``|w|`` near float32's maximum, ~3.4e38), so that no finite scale exists.
     """
     check_tensor("w", w, dtypes=FLOATS, min_ndim=1, finite=True)
     check_maxq(maxq)
-    if not (isinstance(grid, int) and grid >= 1):
-        raise ValueError(f"grid: expected an int >= 1, got {grid!r}")
-    if not (isinstance(steps, int) and 1 <= steps <= grid):
+    # bool is an int subclass; the kernels keep grid and steps in 32-bit ints.
+    if not (isinstance(grid, int) and not isinstance(grid, bool) and 1 <= grid <= INT32_MAX):
+        raise ValueError(f"grid: expected an int in [1, {INT32_MAX}], got {grid!r}")
+    if not (isinstance(steps, int) and not isinstance(steps, bool) and 1 <= steps <= grid):
         raise ValueError(f"steps: expected an int in [1, grid={grid}], got {steps!r}")
     if not (
         isinstance(norm, int | float) and not isinstance(norm, bool) and 0 < norm < float("inf")
@@ -84,9 +93,21 @@ def grid_search(
         raise ValueError(
             "include_zero: must be True when symmetric=True (a symmetric grid always contains 0)"
         )
-    return torch.ops.ptqx.grid_search(
+    scale, zero = torch.ops.ptqx.grid_search(
         w.contiguous(), maxq, bool(symmetric), bool(include_zero), float(norm), grid, steps
     )
+    if scale.numel():
+        check_values(
+            torch.isfinite(scale).all(),
+            "w: a row's range overflows float32, so it has no finite scale",
+            lambda: (
+                "w: rows "
+                f"{torch.nonzero(~torch.isfinite(scale)).flatten().tolist()[:10]} have a range "
+                "(max - min) that overflows float32 for every candidate, so no finite scale "
+                "exists; |w| must stay well below float32's maximum (~3.4e38)"
+            ),
+        )
+    return scale, zero
 
 
 def ternary_absmean(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -232,9 +232,11 @@ def lowbit_linear_int8act(
     # The native CPU binding checks scale and zero in its own O(R) loop (cheaper than
     # the tensor ops below on a small layer); other devices are checked here.
     native_cpu = x.device.type == "cpu" and _has_native_cpu("lowbit_linear_int8act")
-    for name, v in (("scale", scale), ("zero", zero)):
+    # zero gets no finiteness check of its own: check_int8act_zero refuses NaN/Inf with
+    # the same message the native binding gives.
+    for name, v, finite in (("scale", scale, not native_cpu), ("zero", zero, False)):
         check_tensor(
-            name, v, dtypes=(torch.float32,), shape=(rows,), device=x.device, finite=not native_cpu
+            name, v, dtypes=(torch.float32,), shape=(rows,), device=x.device, finite=finite
         )
     if not native_cpu:
         check_int8act_zero(zero, bits)

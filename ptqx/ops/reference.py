@@ -74,6 +74,20 @@ def grid_range(
     return lo, hi
 
 
+def _grid_error_factor(lo: torch.Tensor, hi: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Per-row ``2^-k`` [R, 1] in ``dtype`` with ``max(|lo|, |hi|) = f * 2^k``, f in [0.5, 1).
+
+    ``k`` is clamped to >= -126 so the factor is a float32; 1 for an infinite range. Built
+    from the float64 bit pattern, so the factor is an exact power of two (as the kernels'
+    ``ldexp``); ``grid_error_exponent`` in csrc/include/ptqx/grid.h.
+    """
+    m = torch.maximum(lo.abs(), hi.abs())
+    k = torch.frexp(m).exponent.to(torch.int64).clamp(min=-126)
+    k = torch.where(torch.isfinite(m), k, 0)
+    factor = ((1023 - k) << 52).view(torch.float64)
+    return factor.to(dtype).unsqueeze(1)
+
+
 def grid_search(
     w: torch.Tensor,
     maxq: int,
@@ -100,19 +114,37 @@ def grid_search(
     ranks exactly the float32 (scale, zero) that are returned and later used; the error
     is evaluated in the dtype of ``w`` (float32 for OBC's float32 weights).
 
+    Two departures from OBC, both only at the edges of the float range:
+
+    - each row's errors are multiplied by a power of two ``2^-k`` with
+      ``max(|lo|, |hi|) = f * 2^k`` (``f`` in [0.5, 1), ``k >= -126``) before the power:
+      the same factor for every candidate leaves the ranking as it is and is exact, but
+      ``|e|^norm`` no longer underflows or overflows (float64 rows at 1e-20 or 1e30,
+      float32 rows whose sum of powers passes 3.4e38);
+    - a row whose full-range scale ``(hi - lo) / maxq`` rounds to 0 in float32 (subnormal
+      weights; OBC returns scale 0 and zero NaN) gets the all-zero row's range (-1, +1),
+      and a candidate whose scale is 0 or inf (a range overflowing float32) is never
+      picked, except candidate 0 as the starting point (OBC's error is NaN there).
+      ``ptqx.ops.grid_search`` rejects a row left with an infinite scale.
+
     Args:
         w: float32/float64 [R, ...]; each row is one output channel.
     Returns:
         (scale, zero): float32 [R] each.
     """
-    x = w.reshape(w.shape[0], -1)
-    rows = x.shape[0]
+    rows = w.shape[0]
+    x = w.reshape(rows, math.prod(w.shape[1:]))  # -1 is ambiguous when rows == 0
     f32 = torch.float32
     if x.shape[1] == 0:
         return torch.ones(rows, device=w.device), torch.zeros(rows, device=w.device)
     lo, hi = grid_range(
         x.min(dim=1).values.to(f32), x.max(dim=1).values.to(f32), symmetric, include_zero
     )
+    # (hi - lo) / maxq is candidate 0's scale (p = 1 is exact): 0 only for subnormal rows.
+    no_grid = ~((hi - lo) / maxq > 0)
+    lo = torch.where(no_grid, -1.0, lo)
+    hi = torch.where(no_grid, 1.0, hi)
+    norm_k = _grid_error_factor(lo, hi, x.dtype)
     sym_zero = torch.full((rows,), symmetric_zero(maxq), device=w.device)
     best = torch.full((rows,), float("inf"), dtype=x.dtype, device=w.device)
     best_scale = best_zero = None
@@ -122,14 +154,13 @@ def grid_search(
         scale1 = (hi1 - lo1) / maxq
         zero1 = sym_zero if symmetric else torch.round(-lo1 / scale1)
         err = (
-            (fake_quant(x, scale1.to(x.dtype), zero1.to(x.dtype), maxq) - x)
-            .abs()
+            ((fake_quant(x, scale1.to(x.dtype), zero1.to(x.dtype), maxq) - x).abs() * norm_k)
             .pow(norm)
             .sum(dim=1)
         )
         if best_scale is None:  # OBC starts from the full range before the MSE loop
             best_scale, best_zero = scale1.clone(), zero1.clone()
-        better = err < best
+        better = (err < best) & (scale1 > 0) & torch.isfinite(scale1)
         best = torch.where(better, err, best)
         best_scale = torch.where(better, scale1, best_scale)
         best_zero = torch.where(better, zero1, best_zero)
@@ -426,13 +457,16 @@ def lowbit_linear_int8act(
 
 # Rectified-sigmoid stretch: h = clamp(sigmoid(a) * (ZETA - GAMMA) + GAMMA, 0, 1).
 ADAROUND_GAMMA, ADAROUND_ZETA = -0.1, 1.1
+# zeta - gamma, written as the literal 1.2: Python's 1.1 - (-0.1) is 1.2000000000000002,
+# which in float64 puts h(0) one ulp above 0.5, where the regulariser's gradient is no
+# longer 0 (abs'(0) = 0). float32 rounds both to the same 1.2f (BRECQ trains in float32).
+# The kernels use the same constant and, like torch, round 1.2 * sig before adding gamma.
+ADAROUND_STRETCH = 1.2
 
 
 def adaround_h(alpha: torch.Tensor) -> torch.Tensor:
     """Soft rounding variable ``h(a) = clamp(1.2 * sigmoid(a) - 0.1, 0, 1)``."""
-    return torch.clamp(
-        torch.sigmoid(alpha) * (ADAROUND_ZETA - ADAROUND_GAMMA) + ADAROUND_GAMMA, 0, 1
-    )
+    return torch.clamp(torch.sigmoid(alpha) * ADAROUND_STRETCH + ADAROUND_GAMMA, 0, 1)
 
 
 def adaround_init_alpha(w_over_scale: torch.Tensor) -> torch.Tensor:
@@ -510,9 +544,9 @@ def adaround_backward(
     """
     s, z = _per_row(scale, alpha).to(alpha.dtype), _per_row(zero, alpha).to(alpha.dtype)
     sig = torch.sigmoid(alpha)
-    u = sig * (ADAROUND_ZETA - ADAROUND_GAMMA) + ADAROUND_GAMMA
+    u = sig * ADAROUND_STRETCH + ADAROUND_GAMMA
     h = torch.clamp(u, 0, 1)
-    dh_da = torch.where((u >= 0) & (u <= 1), (ADAROUND_ZETA - ADAROUND_GAMMA) * sig * (1 - sig), 0)
+    dh_da = torch.where((u >= 0) & (u <= 1), ADAROUND_STRETCH * sig * (1 - sig), 0)
     v = w_floor + h + z
     g_h = torch.where((v >= 0) & (v <= maxq), grad_w * s, 0)
     if beta != 0:

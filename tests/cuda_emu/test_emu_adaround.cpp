@@ -4,9 +4,10 @@
 // float32 and float64, for beta = 0 (warm-up) and BRECQ's annealed range, on ragged shapes.
 //
 // The two sides agree up to rounding, not bit for bit: the CPU float32 path evaluates exp/log with
-// Cephes polynomials (the device uses expf/powf), the CPU forms 1.2 sig - 0.1 and the gradient's
-// last step with std::fma (the device with a multiply and an add unless nvcc contracts them), and
-// the regulariser is summed in another order. The tolerances below are a few ulps of the terms.
+// Cephes polynomials (the device uses expf/powf), and the regulariser is summed in another order.
+// Both form 1.2 sig - 0.1 as a rounded multiply and a rounded add (the device with
+// __fmul_rn/__fadd_rn, so nvcc cannot contract them into an FMA, whose single rounding
+// moves h at its kinks). The tolerances below are a few ulps of the terms.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>

@@ -15,7 +15,8 @@
 // same vector code with masked loads/stores, so an element's result does not depend on
 // its position in the row (GCC contracts a*b+c into FMAs even under -std=c++20, so a
 // scalar tail could differ from the vector body in the last bit). Without AVX2 the
-// scalar path runs the same polynomials; float64 uses libm.
+// scalar path runs the same polynomials; float64 uses libm. h is formed without an FMA,
+// like the reference (see stretch_sig), so float64 kinks match autograd.
 // Determinism: the regulariser is summed per row in double in a fixed lane order, then
 // the row sums are added in row order, so the result is independent of thread count.
 #pragma once
@@ -40,7 +41,9 @@ namespace adaround_detail {
 // (and, on a loaded machine, spin-waiting threads) cost more than the work saved. torch's
 // own elementwise ops use a 32768 grain; each element here does ~3 transcendentals.
 constexpr int64_t kParallelMin = 65536;
-constexpr double kStretch = 1.2;  // zeta - gamma
+// zeta - gamma and gamma (reference.ADAROUND_STRETCH, ADAROUND_GAMMA): 1.2, not the
+// 1.2000000000000002 of 1.1 - (-0.1) in double, so that h(0) is exactly 0.5 in float64.
+constexpr double kStretch = 1.2;
 constexpr double kGamma = -0.1;
 
 // ---- float32 transcendental functions (Cephes expf/logf polynomials, FMA form) -------
@@ -110,10 +113,34 @@ inline double sigmoid_f(double a) { return 1.0 / (1.0 + std::exp(-a)); }
 inline float pow_f(float d, float b) { return exp_f(b * log_f(d)); }
 inline double pow_f(double d, double b) { return std::pow(d, b); }
 
+// Keeps a rounded product from being contracted into an FMA with the add that follows
+// (GCC contracts a*b+c even under -std=c++20, intrinsics included).
+template <typename V>
+inline V opaque(V v) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  asm("" : "+x"(v));
+#elif defined(__GNUC__) && defined(__aarch64__)
+  asm("" : "+w"(v));
+#endif
+  return v;
+}
+
 // ---- one element, generic T (the scalar path; float32 mirrors the AVX2 path) ---------
+// t = stretch * sig and u = t + gamma are rounded separately, as torch evaluates the
+// reference's `sigmoid(a) * 1.2 + gamma`: a fused t + gamma rounds once and can put u on
+// the other side of a clamp's kink (u = 0 or 1, where autograd's closed-interval
+// convention decides whether the gradient passes) for some alpha. In float64 the kinks
+// then agree with autograd (tests/test_adaround.py); in float32 the Cephes exp can
+// differ from torch's sigmoid by an ulp, so an alpha within an ulp of a kink may still
+// land on the other side.
+template <typename T>
+inline T stretch_sig(T sig) {
+  return opaque(static_cast<T>(kStretch) * sig);
+}
+
 template <typename T>
 inline T soft_h(T sig) {
-  const T u = std::fma(static_cast<T>(kStretch), sig, static_cast<T>(kGamma));
+  const T u = stretch_sig(sig) + static_cast<T>(kGamma);
   return std::min(std::max(u, T(0)), T(1));
 }
 
@@ -132,9 +159,10 @@ inline T forward_elem(T wf, T a, T s, T z, T maxq, T beta, double& reg) {
 template <typename T>
 inline T backward_elem(T gw, T wf, T a, T s, T z, T maxq, T beta, T reg_coef) {
   const T sig = sigmoid_f(a);
-  const T u = std::fma(static_cast<T>(kStretch), sig, static_cast<T>(kGamma));
+  const T t = stretch_sig(sig);
+  const T u = t + static_cast<T>(kGamma);
   const T h = std::min(std::max(u, T(0)), T(1));
-  const T dh = (u >= T(0) && u <= T(1)) ? static_cast<T>(kStretch) * (sig * (T(1) - sig)) : T(0);
+  const T dh = (u >= T(0) && u <= T(1)) ? t * (T(1) - sig) : T(0);  // (stretch * sig) * (1 - sig)
   const T v = wf + h + z;
   T g = (v >= T(0) && v <= maxq) ? gw * s : T(0);
   if (beta > T(0)) {
@@ -238,7 +266,8 @@ double adaround_forward_rows(const T* w_floor, const T* alpha, const float* scal
       __m256d acc_lo = _mm256_setzero_pd(), acc_hi = _mm256_setzero_pd();
       auto step = [&](__m256 wfv, __m256 av, __m256 lane_mask) -> __m256 {
         const __m256 sig = sigmoid8(av);
-        const __m256 u = _mm256_fmadd_ps(_mm256_set1_ps(static_cast<float>(kStretch)), sig, _mm256_set1_ps(static_cast<float>(kGamma)));
+        const __m256 t = opaque(_mm256_mul_ps(_mm256_set1_ps(static_cast<float>(kStretch)), sig));
+        const __m256 u = _mm256_add_ps(t, _mm256_set1_ps(static_cast<float>(kGamma)));
         const __m256 h = _mm256_min_ps(_mm256_max_ps(u, zero8), one8);
         const __m256 q = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(_mm256_add_ps(wfv, h), vz), zero8), vm);
         if (beta > 0.0f) {
@@ -298,11 +327,11 @@ void adaround_backward_rows(const T* grad_w, T grad_reg, const T* w_floor, const
       const __m256 sign_mask = _mm256_set1_ps(-0.0f);
       auto step = [&](__m256 gwv, __m256 wfv, __m256 av) -> __m256 {
         const __m256 sig = sigmoid8(av);
-        const __m256 u = _mm256_fmadd_ps(_mm256_set1_ps(static_cast<float>(kStretch)), sig, _mm256_set1_ps(static_cast<float>(kGamma)));
+        const __m256 t = opaque(_mm256_mul_ps(_mm256_set1_ps(static_cast<float>(kStretch)), sig));
+        const __m256 u = _mm256_add_ps(t, _mm256_set1_ps(static_cast<float>(kGamma)));
         const __m256 h = _mm256_min_ps(_mm256_max_ps(u, zero8), one8);
         const __m256 in_h = _mm256_and_ps(_mm256_cmp_ps(u, zero8, _CMP_GE_OQ), _mm256_cmp_ps(u, one8, _CMP_LE_OQ));
-        const __m256 dh = _mm256_and_ps(
-            in_h, _mm256_mul_ps(_mm256_set1_ps(static_cast<float>(kStretch)), _mm256_mul_ps(sig, _mm256_sub_ps(one8, sig))));
+        const __m256 dh = _mm256_and_ps(in_h, _mm256_mul_ps(t, _mm256_sub_ps(one8, sig)));
         const __m256 v = _mm256_add_ps(_mm256_add_ps(wfv, h), vz);
         const __m256 in_q = _mm256_and_ps(_mm256_cmp_ps(v, zero8, _CMP_GE_OQ), _mm256_cmp_ps(v, vm, _CMP_LE_OQ));
         __m256 g = _mm256_and_ps(in_q, _mm256_mul_ps(gwv, vs));
