@@ -123,6 +123,18 @@ def test_bootstrap_ci_seeded_and_sensible():
     assert a["n_bootstrap"] == 100 and a["ci_level"] == 0.95
     assert evaluate(stat, keep, n_bootstrap=0)["ci"] == {}
     assert (a["n_members"], a["n_nonmembers"]) == (int(keep.sum()), int((~keep).sum()))
+    assert set(a["ci_dropped"].values()) == {0}
+
+
+def test_bootstrap_reports_replicates_without_a_member():
+    # One target, one member among 4 examples: a resample misses the member with
+    # probability (3/4)^4 ~ 0.32, and such a replicate has no AUC; it must be counted.
+    keep = np.array([[True, False, False, False]])
+    stat = np.array([[2.0, 0.0, 1.0, -1.0]])
+    r = evaluate(stat, keep, n_bootstrap=400, seed=0)
+    dropped = r["ci_dropped"]["auc"]
+    assert 0.2 * 400 < dropped < 0.45 * 400
+    assert r["ci_dropped"]["auc"] == r["ci_dropped"]["balanced_accuracy"]
 
 
 def test_subset_rates():

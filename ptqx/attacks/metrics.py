@@ -193,7 +193,9 @@ def evaluate(
     Returns:
         A JSON-ready dict: ``n_targets, n_examples, n_members, n_nonmembers``; the
         point metrics ``auc, balanced_accuracy, f1, tpr@<t>, tpr@<t>_interp``;
-        ``ci`` mapping each metric to ``[low, high]``; ``subsets`` mapping each name
+        ``ci`` mapping each metric to ``[low, high]`` (over the finite replicates);
+        ``ci_dropped`` mapping each metric to the number of replicates left out because
+        they drew no member or no non-member; ``subsets`` mapping each name
         to ``{n_pairs, n_members, rate@<t>, ci: {rate@<t>: [low, high]}}``;
         ``n_bootstrap, seed, ci_level``. See the module docstring for definitions.
     """
@@ -286,10 +288,16 @@ def evaluate(
             return [float(np.percentile(v, lo_q)), float(np.percentile(v, hi_q))]
 
         result["ci"] = {key: interval(v) for key, v in boots.items()}
+        # Replicates left out of an interval (no member or no non-member drawn): said, not
+        # hidden, since many of them would make the interval describe a selected subset.
+        result["ci_dropped"] = {
+            key: int(sum(np.count_nonzero(~np.isfinite(a)) for a in v))
+            for key, v in boots.items()
+        }
         for name, rates in sub_boots.items():
             result["subsets"][name]["ci"] = {key: interval(v) for key, v in rates.items()}
     else:
-        result["ci"] = {}
+        result["ci"], result["ci_dropped"] = {}, {}
     result.update({"n_bootstrap": int(n_bootstrap), "seed": int(seed), "ci_level": CI_LEVEL})
     return result
 
