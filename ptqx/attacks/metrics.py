@@ -291,8 +291,7 @@ def evaluate(
         # Replicates left out of an interval (no member or no non-member drawn): said, not
         # hidden, since many of them would make the interval describe a selected subset.
         result["ci_dropped"] = {
-            key: int(sum(np.count_nonzero(~np.isfinite(a)) for a in v))
-            for key, v in boots.items()
+            key: int(sum(np.count_nonzero(~np.isfinite(a)) for a in v)) for key, v in boots.items()
         }
         for name, rates in sub_boots.items():
             result["subsets"][name]["ci"] = {key: interval(v) for key, v in rates.items()}
