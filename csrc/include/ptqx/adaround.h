@@ -28,6 +28,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "ptqx/no_contract.h"
+
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #define PTQX_ADAROUND_AVX2 1
@@ -113,18 +115,6 @@ inline double sigmoid_f(double a) { return 1.0 / (1.0 + std::exp(-a)); }
 inline float pow_f(float d, float b) { return exp_f(b * log_f(d)); }
 inline double pow_f(double d, double b) { return std::pow(d, b); }
 
-// Keeps a rounded product from being contracted into an FMA with the add that follows
-// (GCC contracts a*b+c even under -std=c++20, intrinsics included).
-template <typename V>
-inline V opaque(V v) {
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-  asm("" : "+x"(v));
-#elif defined(__GNUC__) && defined(__aarch64__)
-  asm("" : "+w"(v));
-#endif
-  return v;
-}
-
 // ---- one element, generic T (the scalar path; float32 mirrors the AVX2 path) ---------
 // t = stretch * sig and u = t + gamma are rounded separately, as torch evaluates the
 // reference's `sigmoid(a) * 1.2 + gamma`: a fused t + gamma rounds once and can put u on
@@ -135,7 +125,7 @@ inline V opaque(V v) {
 // land on the other side.
 template <typename T>
 inline T stretch_sig(T sig) {
-  return opaque(static_cast<T>(kStretch) * sig);
+  return no_contract(static_cast<T>(kStretch) * sig);
 }
 
 template <typename T>
@@ -266,7 +256,7 @@ double adaround_forward_rows(const T* w_floor, const T* alpha, const float* scal
       __m256d acc_lo = _mm256_setzero_pd(), acc_hi = _mm256_setzero_pd();
       auto step = [&](__m256 wfv, __m256 av, __m256 lane_mask) -> __m256 {
         const __m256 sig = sigmoid8(av);
-        const __m256 t = opaque(_mm256_mul_ps(_mm256_set1_ps(static_cast<float>(kStretch)), sig));
+        const __m256 t = no_contract(_mm256_mul_ps(_mm256_set1_ps(static_cast<float>(kStretch)), sig));
         const __m256 u = _mm256_add_ps(t, _mm256_set1_ps(static_cast<float>(kGamma)));
         const __m256 h = _mm256_min_ps(_mm256_max_ps(u, zero8), one8);
         const __m256 q = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(_mm256_add_ps(wfv, h), vz), zero8), vm);
@@ -327,7 +317,7 @@ void adaround_backward_rows(const T* grad_w, T grad_reg, const T* w_floor, const
       const __m256 sign_mask = _mm256_set1_ps(-0.0f);
       auto step = [&](__m256 gwv, __m256 wfv, __m256 av) -> __m256 {
         const __m256 sig = sigmoid8(av);
-        const __m256 t = opaque(_mm256_mul_ps(_mm256_set1_ps(static_cast<float>(kStretch)), sig));
+        const __m256 t = no_contract(_mm256_mul_ps(_mm256_set1_ps(static_cast<float>(kStretch)), sig));
         const __m256 u = _mm256_add_ps(t, _mm256_set1_ps(static_cast<float>(kGamma)));
         const __m256 h = _mm256_min_ps(_mm256_max_ps(u, zero8), one8);
         const __m256 in_h = _mm256_and_ps(_mm256_cmp_ps(u, zero8, _CMP_GE_OQ), _mm256_cmp_ps(u, one8, _CMP_LE_OQ));

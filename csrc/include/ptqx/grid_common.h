@@ -6,6 +6,8 @@
 
 #include <cmath>
 
+#include "ptqx/no_contract.h"
+
 #if defined(__CUDACC__)
 #define PTQX_HD __host__ __device__ __forceinline__
 #else
@@ -22,13 +24,7 @@ PTQX_HD float mul_rn(float a, float b) {
 #if defined(__CUDA_ARCH__)
   return __fmul_rn(a, b);
 #else
-  float r = a * b;
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-  asm("" : "+x"(r));
-#elif defined(__GNUC__) && defined(__aarch64__)
-  asm("" : "+w"(r));
-#endif
-  return r;
+  return no_contract(a * b);
 #endif
 }
 
