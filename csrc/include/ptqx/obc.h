@@ -45,7 +45,7 @@ namespace obc {
 // ---------------------------------------------------------------------------------------
 // Register tile for the fold: kMR rows x (kNV SIMD vectors) columns.
 
-constexpr int kMR = 4;
+constexpr int kMR = 6;
 constexpr int kNV = 2;
 
 template <typename T>
@@ -84,20 +84,28 @@ constexpr int tile_cols() {
 }
 
 #if defined(__AVX2__) && defined(__FMA__)
-// acc[r][v] = sum_p vr[r*K + p] * vp[p*NR + v*L ...], the 4 x 2-vector register tile
-// written out with named registers (arrays made GCC spill or re-load the panel).
+// acc[r][v] = sum_p vr[r*K + p] * vp[p*NR + v*L ...], the 6 x 2-vector register tile
+// written out with named registers (arrays made GCC spill or re-load the panel). Twelve
+// accumulators, two panel vectors and one broadcast fill the 16 ymm registers; eight
+// chains (a 4 x 2 tile) only just cover two FMA pipes of latency 4. Whole rows ran
+// about 8% faster than with the 4 x 2 tile (C = 2304 and 4608, float32, two threads,
+// alternating standalone runs), with bit-identical results: each entry still sums its
+// K products in order.
 template <typename T>
 inline void accumulate(const T* vr, const T* vp, int64_t K,
                        typename Simd<T>::V (&acc)[kMR][kNV]) {
-  static_assert(kMR == 4 && kNV == 2, "register tile is written out for 4 x 2 vectors");
+  static_assert(kMR == 6 && kNV == 2, "register tile is written out for 6 x 2 vectors");
   using S = Simd<T>;
   constexpr int NR = tile_cols<T>();
   typename S::V c00 = S::zero(), c01 = S::zero(), c10 = S::zero(), c11 = S::zero();
   typename S::V c20 = S::zero(), c21 = S::zero(), c30 = S::zero(), c31 = S::zero();
+  typename S::V c40 = S::zero(), c41 = S::zero(), c50 = S::zero(), c51 = S::zero();
   const T* r0 = vr;
   const T* r1 = vr + K;
   const T* r2 = vr + 2 * K;
   const T* r3 = vr + 3 * K;
+  const T* r4 = vr + 4 * K;
+  const T* r5 = vr + 5 * K;
   for (int64_t p = 0; p < K; ++p, vp += NR) {
     typename S::V b0 = S::load(vp), b1 = S::load(vp + S::L);
     asm("" : "+x"(b0), "+x"(b1));  // one load each, not a memory operand in every FMA
@@ -109,25 +117,42 @@ inline void accumulate(const T* vr, const T* vp, int64_t K,
     c20 = S::fma(a, b0, c20), c21 = S::fma(a, b1, c21);
     a = S::bcast(r3 + p);
     c30 = S::fma(a, b0, c30), c31 = S::fma(a, b1, c31);
+    a = S::bcast(r4 + p);
+    c40 = S::fma(a, b0, c40), c41 = S::fma(a, b1, c41);
+    a = S::bcast(r5 + p);
+    c50 = S::fma(a, b0, c50), c51 = S::fma(a, b1, c51);
   }
   acc[0][0] = c00, acc[0][1] = c01, acc[1][0] = c10, acc[1][1] = c11;
   acc[2][0] = c20, acc[2][1] = c21, acc[3][0] = c30, acc[3][1] = c31;
+  acc[4][0] = c40, acc[4][1] = c41, acc[5][0] = c50, acc[5][1] = c51;
 }
 #endif
 
 #if defined(__AVX2__) && defined(__FMA__)
 // Interior tile (entirely below the diagonal): A[i0+r][c0+c] -= acc, and the same values
-// stored transposed at A[c0+c][i0+r], 4 rows at a time after an in-register transpose.
+// stored transposed at A[c0+c][i0+r]: rows 0-3 four at a time after an in-register
+// transpose, rows 4-5 as pairs.
 inline void mirror_store(float* A, int64_t ld, int64_t i0, int64_t c0, const __m256 (&v)[kMR][kNV]) {
   for (int k = 0; k < kNV; ++k) {
     const __m256 t0 = _mm256_unpacklo_ps(v[0][k], v[1][k]), t1 = _mm256_unpackhi_ps(v[0][k], v[1][k]);
     const __m256 t2 = _mm256_unpacklo_ps(v[2][k], v[3][k]), t3 = _mm256_unpackhi_ps(v[2][k], v[3][k]);
     const __m256 u[4] = {_mm256_shuffle_ps(t0, t2, 0x44), _mm256_shuffle_ps(t0, t2, 0xEE),
                          _mm256_shuffle_ps(t1, t3, 0x44), _mm256_shuffle_ps(t1, t3, 0xEE)};
+    // (v4[c], v5[c]) pairs: lo holds columns 0, 1 | 4, 5, hi columns 2, 3 | 6, 7.
+    const __m256 lo = _mm256_unpacklo_ps(v[4][k], v[5][k]), hi = _mm256_unpackhi_ps(v[4][k], v[5][k]);
+    const __m128 p[4] = {_mm256_castps256_ps128(lo), _mm256_castps256_ps128(hi),
+                         _mm256_extractf128_ps(lo, 1), _mm256_extractf128_ps(hi, 1)};
     float* base = A + (c0 + 8 * k) * ld + i0;
     for (int c = 0; c < 4; ++c) {
       _mm_storeu_ps(base + c * ld, _mm256_castps256_ps128(u[c]));
       _mm_storeu_ps(base + (c + 4) * ld, _mm256_extractf128_ps(u[c], 1));
+    }
+    for (int h = 0; h < 2; ++h) {  // columns 4h + 0..3
+      float* b = base + 4 * h * ld + 4;
+      _mm_storel_pi(reinterpret_cast<__m64*>(b), p[2 * h]);
+      _mm_storeh_pi(reinterpret_cast<__m64*>(b + ld), p[2 * h]);
+      _mm_storel_pi(reinterpret_cast<__m64*>(b + 2 * ld), p[2 * h + 1]);
+      _mm_storeh_pi(reinterpret_cast<__m64*>(b + 3 * ld), p[2 * h + 1]);
     }
   }
 }
@@ -135,11 +160,17 @@ inline void mirror_store(double* A, int64_t ld, int64_t i0, int64_t c0, const __
   for (int k = 0; k < kNV; ++k) {
     const __m256d t0 = _mm256_unpacklo_pd(v[0][k], v[1][k]), t1 = _mm256_unpackhi_pd(v[0][k], v[1][k]);
     const __m256d t2 = _mm256_unpacklo_pd(v[2][k], v[3][k]), t3 = _mm256_unpackhi_pd(v[2][k], v[3][k]);
+    // (v4[c], v5[c]) pairs: lo holds columns 0 | 2, hi columns 1 | 3.
+    const __m256d lo = _mm256_unpacklo_pd(v[4][k], v[5][k]), hi = _mm256_unpackhi_pd(v[4][k], v[5][k]);
     double* base = A + (c0 + 4 * k) * ld + i0;
     _mm256_storeu_pd(base, _mm256_permute2f128_pd(t0, t2, 0x20));
     _mm256_storeu_pd(base + ld, _mm256_permute2f128_pd(t1, t3, 0x20));
     _mm256_storeu_pd(base + 2 * ld, _mm256_permute2f128_pd(t0, t2, 0x31));
     _mm256_storeu_pd(base + 3 * ld, _mm256_permute2f128_pd(t1, t3, 0x31));
+    _mm_storeu_pd(base + 4, _mm256_castpd256_pd128(lo));
+    _mm_storeu_pd(base + ld + 4, _mm256_castpd256_pd128(hi));
+    _mm_storeu_pd(base + 2 * ld + 4, _mm256_extractf128_pd(lo, 1));
+    _mm_storeu_pd(base + 3 * ld + 4, _mm256_extractf128_pd(hi, 1));
   }
 }
 #endif
