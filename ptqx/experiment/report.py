@@ -420,7 +420,7 @@ def _write_report(run: Path, doc: dict[str, Any], manifest: dict[str, Any]) -> t
         ),
         (
             "models",
-            f"N = {cfg.get('n_models')} ({cfg.get('arch')}), every model the target in turn (leave-one-out)",
+            f"N = {cfg.get('n_models')} ({cfg.get('arch')}), every model the target in turn (leave-one-out, equal-size IN/OUT reference sets)",
         ),
         (
             "methods x bits",
