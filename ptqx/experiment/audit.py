@@ -50,6 +50,7 @@ from .units import (
     _load_dataset,
     calibration_positions,
     dataset_fingerprint,
+    digest,
     make_unit,
     universe_indices,
 )
@@ -365,9 +366,7 @@ EXECUTION_SETTINGS = ("jobs", "threads", "out", "store", "device")
 
 def config_hash(config: AuditConfig) -> str:
     """sha256 (32 hex) of every setting that can change a result (execution hints excluded)."""
-    d = {k: v for k, v in config.to_dict().items() if k not in EXECUTION_SETTINGS}
-    blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+    return digest({k: v for k, v in config.to_dict().items() if k not in EXECUTION_SETTINGS})
 
 
 def layout_hash(arrays: dict[str, np.ndarray], data_fingerprint: str | None) -> str:
@@ -449,9 +448,9 @@ def check_results_match_folder(run: Path, doc: dict[str, Any]) -> None:
             f"keep.npy/universe.npy/labels.npy/calibration.npy in {run} "
             f"(a later run with another configuration changed them); {stale}"
         )
-    for name, digest in (doc.get("score_sha256") or {}).items():
+    for name, want_sha in (doc.get("score_sha256") or {}).items():
         p = run / "scores" / f"{name}.npy"
-        if not p.exists() or _file_sha256(p) != digest:
+        if not p.exists() or _file_sha256(p) != want_sha:
             what = "is missing" if not p.exists() else "is not the score file"
             raise ValueError(
                 f"{p} {what} that {run / 'results.json'} was made with (config hash "

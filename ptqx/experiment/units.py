@@ -38,12 +38,16 @@ def _canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
+def digest(obj: Any) -> str:
+    """sha256 hex (32 chars) of a JSON-ready object in canonical form."""
+    return hashlib.sha256(_canonical(obj).encode()).hexdigest()[:32]
+
+
 def content_key(kind: str, params: dict[str, Any], deps: Sequence[str]) -> str:
     """sha256 hex (32 chars) of everything a unit's result depends on."""
-    blob = _canonical(
+    return digest(
         {"kind": kind, "version": UNIT_VERSIONS[kind], "params": params, "deps": list(deps)}
     )
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
