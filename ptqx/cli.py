@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--data-root", dest="data_root", help="data folder (or .npz file)")
     run.add_argument("--arch", help="small_cnn, resnet18 or package.module:callable")
-    run.add_argument("--models", type=int, help="number of models N (default 16)")
+    run.add_argument("--models", type=int, help="number of models N >= 4 (default 16)")
     run.add_argument(
         "--universe", type=int, help="membership universe size M (default: whole train split)"
     )

@@ -84,7 +84,7 @@ class AuditConfig:
         data_root: folder (or .npz file) of the data set; None uses the data set's default.
         arch: a name for ``ptqx.models.build_model`` ("small_cnn", "resnet18",
             "package.module:callable").
-        n_models: number of models N (each trains on a balanced random half of the
+        n_models: number of models N >= 4 (each trains on a balanced random half of the
             universe; every model is the target in turn).
         universe_size: size M of the membership universe, a seeded random subset of the
             training split; None uses the whole training split.
