@@ -99,15 +99,9 @@ def conv_bn_pairs(
     pairs = _conv_bn_pairs_fx(model)
     if pairs is None:
         pairs = _conv_bn_pairs_sequential(model, calib)
-    # Defensive: never fold one conv or BN twice.
-    seen_c, seen_b, out = set(), set(), []
-    for c, b in pairs:
-        if c in seen_c or b in seen_b:
-            continue
-        seen_c.add(c)
-        seen_b.add(b)
-        out.append((c, b))
-    return out
+    # Each conv and BN appears at most once: both searches keep only modules called (fx)
+    # or registered (Sequential) once, so no pair needs deduplicating.
+    return pairs
 
 
 def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
