@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ptqx.ops import LooStats, lira_loo_stats
+from ptqx.ops import LooStats, lira_loo_stats, reference
 
 MODES = ("ptqx", "faithful")
 # Each target's references are the other models less one of the side the target is not
@@ -107,20 +107,10 @@ class AttackInputs:
 
     @property
     def dropped(self) -> torch.Tensor:
-        """int64 [N, M]: the model left out with target n on example m, or -1.
-
-        As ``lira_loo_stats`` does: the highest-indexed model of the side (IN/OUT) that
-        n is not on, so the reference sets' sizes do not reveal n's membership.
-        """
-
-        def make():
-            n = self.keep.shape[0]
-            models = torch.arange(n, device=self.keep.device).unsqueeze(1)
-            last_in = torch.where(self.keep, models, -1).amax(0)
-            last_out = torch.where(~self.keep, models, -1).amax(0)
-            return torch.where(self.keep, last_out, last_in)
-
-        return self.cached("dropped", make)
+        """int64 [N, M]: the model left out with target n on example m, or -1, exactly
+        as ``lira_loo_stats`` leaves it out (``reference.lira_loo_partner``), so the
+        reference sets' sizes do not reveal n's membership."""
+        return self.cached("dropped", lambda: reference.lira_loo_partner(self.keep))
 
     @property
     def loo(self) -> LooStats:

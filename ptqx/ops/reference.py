@@ -615,6 +615,25 @@ def _side_stats(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]
     )
 
 
+def lira_loo_partner(keep: torch.Tensor) -> torch.Tensor:
+    """The model left out together with each target by :func:`lira_loo_stats`.
+
+    For target n and example m: the highest-indexed model on the side (IN/OUT) that n is
+    not on, or -1 when that side is empty.
+
+    Args:
+        keep: bool [N, M].
+    Returns:
+        int64 [N, M].
+    """
+    models = torch.arange(keep.shape[0], device=keep.device).unsqueeze(1)  # [N, 1]
+    if keep.shape[0] == 0:
+        return torch.empty(keep.shape, dtype=torch.int64, device=keep.device)
+    last_in = torch.where(keep, models, -1).amax(0)
+    last_out = torch.where(~keep, models, -1).amax(0)
+    return torch.where(keep, last_out, last_in)
+
+
 def lira_loo_stats(
     ref_scores: torch.Tensor, keep: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -654,12 +673,9 @@ def lira_loo_stats(
     stats = torch.empty((6, n_models, m, v), dtype=torch.float64, device=x.device)
     counts = torch.empty((2, n_models, m), dtype=torch.int64, device=x.device)
     models = torch.arange(n_models, device=x.device).unsqueeze(1)  # [N, 1]
-    # The highest-indexed IN and OUT model of every example (-1: none).
-    last_in = torch.where(keep, models, -1).amax(0) if n_models else None
-    last_out = torch.where(~keep, models, -1).amax(0) if n_models else None
+    partner = lira_loo_partner(keep)  # [N, M]
     for n in range(n_models):
-        dropped = torch.where(keep[n], last_out, last_in)  # [M]: the other side's model
-        others = (models != n) & (models != dropped.unsqueeze(0))  # [N, M]
+        others = (models != n) & (models != partner[n].unsqueeze(0))  # [N, M]
         sides = []
         for member in (True, False):
             mask = (keep == member) & others  # [N, M]
