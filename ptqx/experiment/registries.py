@@ -38,14 +38,14 @@ def quantizer_options(method: str) -> tuple[list[str], list[str]]:
     """
     import inspect
 
-    from ptqx.quant import COMMON_OPTIONS, QUANTIZERS, quantize
+    from ptqx.quant import quantize, valid_options
 
     reserved = [
         n
         for n, p in inspect.signature(quantize).parameters.items()
         if p.kind is not inspect.Parameter.VAR_KEYWORD
     ]
-    return reserved, sorted(set(QUANTIZERS[method].options) | set(COMMON_OPTIONS))
+    return reserved, valid_options(method)
 
 
 def grid_problem(options: dict[str, Any], bits: list[float]) -> str | None:

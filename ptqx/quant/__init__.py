@@ -73,6 +73,7 @@ from .api import (
     quantize,
     register_quantizer,
     run_calibration,
+    valid_options,
 )
 from .bn import fold_batchnorm, reestimate_batchnorm
 from .calib import CalibrationSet, as_calibration
@@ -95,6 +96,7 @@ from .pack import PackedLinear, pack
 from .spec import SUPPORTED_BITS, QuantizedWeight, QuantSpec, bits_to_maxq, fit_grid, normalize_bits
 
 __all__ = [
+    "valid_options",
     "COMMON_OPTIONS",
     "QUANTIZERS",
     "QUANT_ATTR",

@@ -155,6 +155,12 @@ def _check_calib_dtype(model: nn.Module, cset: CalibrationSet) -> None:
             )
 
 
+def valid_options(method: str) -> list[str]:
+    """The keyword options ``quantize`` accepts for a registered ``method``: the method's
+    own plus those every method shares (``COMMON_OPTIONS``)."""
+    return sorted(set(QUANTIZERS[method].options) | set(COMMON_OPTIONS))
+
+
 def quantize(
     model: nn.Module,
     *,
@@ -204,9 +210,9 @@ def quantize(
         )
     q = QUANTIZERS[method]
     bits = normalize_bits(bits)
-    unknown = sorted(set(options) - set(q.options) - set(COMMON_OPTIONS))
+    valid = valid_options(method)
+    unknown = sorted(set(options) - set(valid))
     if unknown:
-        valid = sorted(set(q.options) | set(COMMON_OPTIONS))
         raise ValueError(
             f"options: unknown option(s) {', '.join(unknown)} for method {method!r}; valid: {', '.join(valid)}"
         )
