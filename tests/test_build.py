@@ -184,3 +184,39 @@ def test_cmake_library_serves_every_op():
         pytest.skip("PTQX_CMAKE_LIB names no CMake-built libptqx_ops.so (.ci/run sets it)")
     proc = _run_python(_CMAKE_PROBE, lib, PTQX_DISABLE_NATIVE="1")
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+_CPUINFO_AVX2 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 1
+model name\t: AMD EPYC
+flags\t\t: fpu sse2 avx avx2 fma
+
+processor\t: 1
+vendor_id\t: AuthenticAMD
+flags\t\t: fpu sse2 avx avx2 fma
+"""
+
+
+def test_jit_build_folder_names_the_host_cpu(monkeypatch):
+    # -march=native is the same string on every CPU, so torch's flag hash cannot tell an
+    # AVX-512 build from an AVX2 one: the folder must, or a home directory shared across
+    # CPU generations hands one node another's binary (SIGILL on the first op).
+    from ptqx.ops import _build, _sources
+
+    avx2 = _build.host_cpu_id(_CPUINFO_AVX2)
+    avx512 = _build.host_cpu_id(_CPUINFO_AVX2.replace("avx2 fma", "avx2 fma avx512f"))
+    other_model = _build.host_cpu_id(_CPUINFO_AVX2.replace("model\t\t: 1", "model\t\t: 17"))
+    reordered = _build.host_cpu_id(_CPUINFO_AVX2.replace("avx avx2 fma", "fma avx2 avx"))
+    renamed = _build.host_cpu_id(_CPUINFO_AVX2.replace("AMD EPYC", "AMD EPYC 7B13"))
+    assert len({avx2, avx512, other_model}) == 3
+    assert reordered == avx2 and renamed == avx2  # feature sets, not their print order
+
+    monkeypatch.delenv("PTQX_BUILD_DIR", raising=False)
+    monkeypatch.delenv("PTQX_CPU_ARCH", raising=False)
+    root = _sources.csrc_root()
+    assert _build.default_build_dir(root, False).name.endswith(f"-{_build.host_cpu_id()}")
+    # An explicit -march is in the flags torch hashes: no CPU part in the folder then.
+    monkeypatch.setenv("PTQX_CPU_ARCH", "x86-64-v3")
+    assert not _build.default_build_dir(root, False).name.endswith(f"-{_build.host_cpu_id()}")

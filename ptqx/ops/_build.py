@@ -2,8 +2,12 @@
 
 The JIT build compiles ``csrc/`` with ninja through ``torch.utils.cpp_extension.load``
 into a cache folder that outlives the process (``PTQX_BUILD_DIR`` or
-``~/.cache/ptqx/<python>-<torch>-<cpu|cuXY>-<source-path hash>``). torch hashes the
-sources and flags, so a changed source is rebuilt and an unchanged one is reused.
+``~/.cache/ptqx/<python>-<torch>-<cpu|cuXY>-<source-path hash>[-<host CPU hash>]``).
+torch hashes the sources and flags, so a changed source is rebuilt and an unchanged one is
+reused. The flags say ``-march=native`` whatever the CPU, so a JIT build's folder also
+names the host CPU: a home directory shared by machines of different CPU generations
+(a cluster) must not hand an AVX-512 build to an AVX2-only node, where it would die of
+SIGILL on the first op.
 
 Switches (environment):
 - ``PTQX_DISABLE_NATIVE=1``: do not load native kernels; every op runs its reference.
@@ -51,12 +55,43 @@ def _cuda_wanted() -> bool:
     return CUDA_HOME is not None
 
 
+def host_cpu_id(cpuinfo: str | None = None) -> str:
+    """What ``-march=native`` resolves from: the CPU's vendor, family, model and features.
+
+    Read from ``/proc/cpuinfo`` (``cpuinfo`` lets tests pass its text); where there is
+    none, the platform's machine and processor names stand in.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            cpuinfo = ""
+    keys = ("vendor_id", "cpu family", "model", "flags", "CPU implementer", "CPU part", "Features")
+    first_cpu = cpuinfo.split("\n\n", 1)[0]
+    fields = []
+    for line in first_cpu.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in keys:
+            # Feature lists are sets: the kernel may print them in another order.
+            words = value.split()
+            fields.append(
+                f"{key.strip()}={' '.join(sorted(words)) if len(words) > 1 else value.strip()}"
+            )
+    if not fields:
+        import platform
+
+        fields = [platform.machine(), platform.processor()]
+    return hashlib.sha1("\n".join(sorted(fields)).encode()).hexdigest()[:8]
+
+
 def default_build_dir(root: Path, with_cuda: bool) -> Path:
     override = os.environ.get("PTQX_BUILD_DIR")
     if override:
         return Path(override)
     flavour = f"cu{torch.version.cuda.replace('.', '')}" if with_cuda else "cpu"
     tag = hashlib.sha1(str(root).encode()).hexdigest()[:10]
+    if "-march=native" in _sources.cpu_arch_flags(jit=True):
+        tag += f"-{host_cpu_id()}"
     py = f"py{sys.version_info.major}{sys.version_info.minor}"
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return base / "ptqx" / f"{py}-torch{torch.__version__.split('+')[0]}-{flavour}-{tag}"
