@@ -12,14 +12,16 @@ NVCC=${NVCC:-$(command -v nvcc || true)}
 if [ -z "$NVCC" ]; then echo "check_cuda_sources: nvcc not found, skipped"; exit 0; fi
 CUDA_INC=${CUDA_INC:-$(dirname "$(readlink -f "$(ls -d /usr/local/cuda*/include 2>/dev/null | head -1)/cuda_runtime.h" 2>/dev/null)" 2>/dev/null || true)}
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-n=0
-for f in csrc/cuda/*.cu; do
-  [ -e "$f" ] || continue
-  for arch in 80 90; do
-    "$NVCC" -c -std=c++17 -O2 -arch=sm_$arch -Icsrc/include "$f" -o "$tmp/$(basename "$f").$arch.o"
-  done
-  n=$((n + 1))
-done
+# One nvcc call per file builds both architectures (the host pass runs once), two files
+# at a time: the CI machine has two cores and nvcc uses one.
+cus=(csrc/cuda/*.cu)
+[ -e "${cus[0]}" ] || cus=()
+if [ ${#cus[@]} -gt 0 ]; then
+  printf '%s\0' "${cus[@]}" | NVCC=$NVCC TMPD=$tmp xargs -0 -P 2 -I{} sh -c \
+    '"$NVCC" -c -std=c++17 -O2 -gencode=arch=compute_80,code=sm_80 \
+       -gencode=arch=compute_90,code=sm_90 -Icsrc/include "$1" -o "$TMPD/$(basename "$1").o"' _ {}
+fi
+n=${#cus[@]}
 echo "check_cuda_sources: $n torch-free .cu file(s) compiled for sm_80 and sm_90"
 if [ -n "$CUDA_INC" ] && [ -f "$CUDA_INC/cuda_runtime.h" ]; then
   TORCH_DIR=$(python -c "import os, torch; print(os.path.dirname(torch.__file__))")
