@@ -406,6 +406,70 @@ def test_report_without_matplotlib_still_has_tables(finished_run, tmp_path, monk
     assert "<table>" in text and "rtn-2b" in md.read_text()
 
 
+def _md_row(text, *first_cells):
+    head = "| " + " | ".join(first_cells) + " |"
+    line = next(line for line in text.splitlines() if line.startswith(head))
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def test_report_marks_fprs_the_sample_cannot_resolve(finished_run):
+    # 4 models x 160 examples: 320 non-member pairs, FPR steps of 1/320. At 1e-4 and 1e-3 no
+    # false positive fits; a number there would be the TPR at FPR 0 (it used to be printed).
+    text = (finished_run[0] / "report.md").read_text()
+    cells = _md_row(text, "fp32", "fp_reference", "lira_online")
+    assert cells[5:7] == ["n/r", "n/r"] and cells[8:10] == ["n/r", "n/r"]
+    assert cells[7].endswith("†") and "[" in cells[7]  # 1e-2: 3 false positives, flagged
+    assert "TPR@0.01 rests on 3 false positives" in text
+    assert "The paper's level 0.001 is not resolved here; the summary uses 0.01." in text
+    assert "TPR@0.01 (FP ref)" in text and "TPR@0.001 (FP ref)" not in text
+    assert "rests on 3 false positives" in (finished_run[0] / "report.html").read_text()
+
+
+def test_report_differences_to_fp32_are_paired(finished_run):
+    from ptqx.attacks.metrics import paired_difference
+    from ptqx.experiment.report import _with_ci, summary_table
+
+    doc = json.loads((finished_run[0] / "results.json").read_text())
+    head, body = summary_table(doc)
+
+    def row(config, attacker):
+        return next(
+            r["metrics"]
+            for r in doc["rows"]
+            if (r["config"], r["attacker"], r["attack"]) == (config, attacker, "lira_online")
+        )
+
+    for attacker in ("fp_reference", "adaptive"):
+        col = head.index(
+            f"Δ TPR@0.01 vs fp32 ({attacker.replace('fp_reference', 'FP ref')}, paired)"
+        )
+        d = paired_difference(row("rtn-2b", attacker), row("fp32", "fp_reference"), "tpr@0.01_le")
+        assert np.isfinite(d["ci"]).all()
+        assert next(b for b in body if b[0] == "rtn-2b")[col] == _with_ci((d["diff"], *d["ci"]), 4)
+    assert next(b for b in body if b[0] == "fp32")[4] == "(reference)"
+
+
+def test_report_of_partial_results_names_the_gaps(finished_run, tmp_path):
+    from ptqx.experiment import write_report
+
+    out = copy_run(finished_run[0], tmp_path / "run")
+    doc = json.loads((out / "results.json").read_text())
+    gone = {("rtn-2b", "adaptive", "lira_online"), ("fp32", "fp_reference", "lira_online")}
+    doc["rows"] = [r for r in doc["rows"] if (r["config"], r["attacker"], r["attack"]) not in gone]
+    (out / "results.json").write_text(json.dumps(doc))
+    md, html = write_report(out)
+    text = md.read_text()
+    # A missing adaptive row is "missing", never "(same as FP ref)" with the other's numbers.
+    rtn2 = _md_row(text, "rtn-2b")
+    assert "(same as FP ref)" not in rtn2
+    assert rtn2[5] == "missing" and rtn2[6] == "missing" and rtn2[4] == "missing"
+    fp32 = _md_row(text, "fp32")
+    assert fp32[2:4] == ["missing", "missing"] and "±" in fp32[1]  # accuracy from another row
+    assert "Missing results (2;" in text
+    for name in ("rtn-2b / adaptive / lira_online", "fp32 / fp_reference / lira_online"):
+        assert name in text and name in html.read_text()
+
+
 # -- run folders never mix configurations -------------------------------------------------
 
 

@@ -8,7 +8,7 @@ import sklearn.metrics
 import torch
 
 from ptqx.attacks import evaluate, roc_curve, summarize_accuracy
-from ptqx.attacks.metrics import _metrics, _SortedPairs
+from ptqx.attacks.metrics import _metrics, _resolved, _SortedPairs, paired_difference
 
 
 def _ev(stat, keep, **kw):
@@ -18,6 +18,14 @@ def _ev(stat, keep, **kw):
         n_bootstrap=0,
         **kw,
     )
+
+
+def _readings(stat, keep, fprs):
+    """The TPR readings before the resolution check (levels finer than 1 / non-members)."""
+    sp = _SortedPairs(np.asarray(stat, float), np.asarray(keep, bool))
+    ones = np.ones((1, sp.labels.size))
+    m = _metrics(sp.cumulative(ones, sp.labels), sp.cumulative(ones, 1 - sp.labels), fprs)
+    return {k: float(v[0]) for k, v in m.items()}
 
 
 def test_hand_computed_roc():
@@ -32,8 +40,11 @@ def test_hand_computed_roc():
     assert r["balanced_accuracy"] == 0.75
     # First vertex reaching 0.75 is (0, .5): TP 1, FP 0, FN 1 -> F1 = 2/3.
     assert r["f1"] == pytest.approx(2 / 3)
-    assert r["tpr@0.4"] == 0.5 and r["tpr@0.4_interp"] == 0.5
-    assert r["tpr@0.6"] == 1.0
+    # Two non-members resolve FPR 0.5, not 0.4.
+    assert r["unresolved_fprs"] == [0.4] and np.isnan(r["tpr@0.4_le"])
+    raw = _readings(stat, keep, (0.4,))
+    assert raw["tpr@0.4"] == 0.5 and raw["tpr@0.4_interp"] == 0.5 and raw["tpr@0.4_le"] == 0.5
+    assert r["tpr@0.6"] == 1.0 and r["tpr@0.6_le"] == 1.0
     # Between (.5, 1) and (1, 1): flat.
     assert r["tpr@0.6_interp"] == 1.0
 
@@ -44,22 +55,23 @@ def test_ties():
     fpr, tpr, _ = roc_curve(np.array([stat], float), np.array([keep], bool))
     np.testing.assert_array_equal(fpr, [0, 0, 0.5, 1])
     np.testing.assert_array_equal(tpr, [0, 0.5, 1, 1])
-    r = _ev(stat, keep, fprs=(0.25,))
-    assert r["auc"] == 0.875  # Mann-Whitney: (1 + 1 + 1/2 + 1) / 4
+    assert _ev(stat, keep)["auc"] == 0.875  # Mann-Whitney: (1 + 1 + 1/2 + 1) / 4
+    r = _readings(stat, keep, (0.25,))
     assert r["tpr@0.25"] == 0.5  # last vertex with FPR < 0.25 is (0, .5)
+    assert r["tpr@0.25_le"] == 0.5  # the tied group reaches FPR .5 at once
     assert r["tpr@0.25_interp"] == 0.75  # halfway along the tied segment
     # All tied: the diagonal.
     r = _ev([1, 1, 1, 1], [1, 0, 1, 0], fprs=(0.5,))
     assert r["auc"] == 0.5 and r["balanced_accuracy"] == 0.5 and r["tpr@0.5"] == 0.0
-    assert r["tpr@0.5_interp"] == 0.5
+    assert r["tpr@0.5_le"] == 0.0 and r["tpr@0.5_interp"] == 0.5
 
 
 def test_perfect_and_inverted():
-    r = _ev([5, 4, 3, 2, 1, 0], [1, 1, 1, 0, 0, 0], fprs=(1e-3,))
+    r = _ev([5, 4, 3, 2, 1, 0], [1, 1, 1, 0, 0, 0], fprs=(0.34,))
     assert r["auc"] == 1 and r["balanced_accuracy"] == 1 and r["f1"] == 1
-    assert r["tpr@0.001"] == 1 and r["tpr@0.001_interp"] == 1
-    r = _ev([0, 1, 2, 3, 4, 5], [1, 1, 1, 0, 0, 0], fprs=(1e-3,))
-    assert r["auc"] == 0 and r["balanced_accuracy"] == 0.5 and r["tpr@0.001"] == 0
+    assert r["tpr@0.34_le"] == 1 and r["tpr@0.34"] == 1 and r["tpr@0.34_interp"] == 1
+    r = _ev([0, 1, 2, 3, 4, 5], [1, 1, 1, 0, 0, 0], fprs=(0.34,))
+    assert r["auc"] == 0 and r["balanced_accuracy"] == 0.5 and r["tpr@0.34_le"] == 0
 
 
 def test_random_agrees_with_sklearn():
@@ -195,6 +207,8 @@ def test_bad_inputs():
         evaluate(stat, keep[:, :5])
     with pytest.raises(ValueError, match="keep"):
         evaluate(stat, np.ones_like(keep))
+    with pytest.raises(ValueError, match="keep: need both members and non-members"):
+        roc_curve(stat, np.zeros_like(keep))
     with pytest.raises(ValueError, match="fprs"):
         evaluate(stat, keep, fprs=(0.0,))
     with pytest.raises(ValueError, match="fprs"):
@@ -209,3 +223,148 @@ def test_bad_inputs():
         evaluate(stat.tolist(), keep)
     with pytest.raises(ValueError, match="max_points"):
         roc_curve(stat, keep, max_points=1)
+    for v in (np.inf, -np.inf):  # orderable, but sklearn refuses them too: said, not sorted
+        bad[0, 0] = v
+        with pytest.raises(ValueError, match="NaN/Inf"):
+            evaluate(bad, keep)
+        with pytest.raises(ValueError, match="NaN/Inf"):
+            roc_curve(bad, keep)
+
+
+def test_tpr_at_fpr_is_the_best_threshold_with_fpr_at_most_the_level():
+    # Sorted: 5(+) 4(-) 3(+) 2(-) 1(-) 0(-): vertices (0,.5) (.25,.5) (.25,1) ... A
+    # threshold at 3 flags both members with FPR exactly 1/4: TPR@0.25 is 1, not the 0.5
+    # of Quant-MIA's strict "FPR < t" reading.
+    r = _ev([5, 4, 3, 2, 1, 0], [1, 0, 1, 0, 0, 0], fprs=(0.25, 0.3))
+    assert r["tpr@0.25_le"] == 1.0 and r["tpr@0.25"] == 0.5
+    assert r["tpr@0.3_le"] == 1.0 and r["tpr@0.3"] == 1.0
+    # Against sklearn on tied scores: max TPR over its (unthinned) points with FPR <= t.
+    rng = np.random.default_rng(8)
+    keep = rng.random((5, 800)) < 0.5
+    stat = np.round(rng.normal(size=(5, 800)) + 0.8 * keep, 1)
+    sf, st, _ = sklearn.metrics.roc_curve(keep.ravel(), stat.ravel(), drop_intermediate=False)
+    n_neg = int((~keep).sum())
+    fprs = (1 / n_neg, 3 / n_neg, 1e-2, 0.1, 0.5)
+    r = evaluate(stat, keep, n_bootstrap=0, fprs=fprs)
+    for t in fprs:
+        assert r[f"tpr@{t:g}_le"] == st[sf <= t].max(), t
+        assert r[f"tpr@{t:g}"] == st[sf < t].max(), t
+    # Constant scores: one tied group, the diagonal; nothing flagged below FPR 1.
+    c = np.zeros((5, 800))
+    r = evaluate(c, keep, n_bootstrap=0, fprs=(0.5,))
+    assert r["auc"] == sklearn.metrics.roc_auc_score(keep.ravel(), c.ravel()) == 0.5
+    assert r["tpr@0.5_le"] == 0.0 and r["balanced_accuracy"] == 0.5
+
+
+def test_fpr_below_the_resolution_is_not_reported_as_a_number():
+    # 1000 non-member pairs resolve FPR steps of 1e-3: at 1e-4 and 1e-5 no false positive
+    # fits, and a number there would be the TPR at FPR 0 (it used to be printed as TPR@1e-4).
+    rng = np.random.default_rng(9)
+    keep = np.zeros((2, 1000), bool)
+    keep[0, :500] = keep[1, 500:] = True
+    stat = rng.normal(size=(2, 1000)) + 1.5 * keep
+    calib = keep & (rng.random(keep.shape) < 0.2)
+    r = evaluate(
+        stat, keep, fprs=(1e-5, 1e-4, 1e-3, 1e-2), n_bootstrap=20, subsets={"calib": calib}
+    )
+    assert r["n_nonmembers"] == 1000 and r["fpr_resolution"] == 1e-3
+    assert r["unresolved_fprs"] == [1e-5, 1e-4]
+    for t in ("1e-05", "0.0001"):
+        for sfx in ("_le", "", "_interp"):
+            assert np.isnan(r[f"tpr@{t}{sfx}"])
+            assert f"tpr@{t}{sfx}" not in r["ci"] and f"tpr@{t}{sfx}" not in r["ci_dropped"]
+        assert np.isnan(r["subsets"]["calib"][f"rate@{t}"])
+        assert f"rate@{t}" not in r["subsets"]["calib"]["ci"]
+        assert f"tpr@{t}_le" not in r["replicates"]
+    # 1e-3 is resolved: the TPR at one false positive (sklearn, unthinned).
+    sf, st, _ = sklearn.metrics.roc_curve(keep.ravel(), stat.ravel(), drop_intermediate=False)
+    assert r["tpr@0.001_le"] == st[sf <= 1e-3].max() > st[sf == 0].max()
+    lo, hi = r["ci"]["tpr@0.001_le"]
+    assert lo <= r["tpr@0.001_le"] <= hi
+    # Products that land a hair below an integer still count.
+    assert _resolved(1 / 49, 49) and _resolved(1e-3, 1000) and not _resolved(9.99e-4, 1000)
+
+
+def test_paired_difference_uses_the_same_resamples():
+    rng = np.random.default_rng(10)
+    keep = rng.random((6, 400)) < 0.5
+    a = rng.normal(size=(6, 400)) + keep
+    b = a + 0.3 * rng.normal(size=(6, 400))
+    ra = evaluate(a, keep, n_bootstrap=100, seed=4)
+    rb = evaluate(b, keep, n_bootstrap=100, seed=4)
+    # A monotone transform ranks the pairs alike: every replicate agrees, the difference is 0.
+    same = paired_difference(ra, evaluate(3 * a + 1, keep, n_bootstrap=100, seed=4), "auc")
+    assert same["diff"] == 0 and same["ci"] == [0.0, 0.0] and same["ci_dropped"] == 0
+    d = paired_difference(ra, rb, "auc")
+    assert d["diff"] == pytest.approx(ra["auc"] - rb["auc"])
+    reps = np.asarray(ra["replicates"]["auc"]) - np.asarray(rb["replicates"]["auc"])
+    assert d["ci"] == [pytest.approx(np.percentile(reps, q)) for q in (2.5, 97.5)]
+    # Pairing removes the shared resampling noise: narrower than either marginal interval.
+    width = d["ci"][1] - d["ci"][0]
+    assert width < 0.5 * min(np.diff(ra["ci"]["auc"])[0], np.diff(rb["ci"]["auc"])[0])
+    # Replicate 0 is the explicitly resampled data set of the first draws of the seed.
+    g = np.random.default_rng(4)
+    a_t = g.multinomial(6, np.full(6, 1 / 6), size=100)[0]
+    a_e = g.multinomial(400, np.full(400, 1 / 400), size=100)[0]
+    w = np.outer(a_t, a_e).ravel()
+    want = sklearn.metrics.roc_auc_score(np.repeat(keep.ravel(), w), np.repeat(a.ravel(), w))
+    assert ra["replicates"]["auc"][0] == pytest.approx(want, abs=1e-12)
+    with pytest.raises(ValueError, match="seed"):
+        paired_difference(ra, evaluate(b, keep, n_bootstrap=100, seed=5), "auc")
+    with pytest.raises(ValueError, match="n_bootstrap"):
+        paired_difference(ra, evaluate(b, keep, n_bootstrap=50, seed=4), "auc")
+    # Without replicates there is a difference but no interval.
+    z = paired_difference(
+        evaluate(a, keep, n_bootstrap=0, seed=4), evaluate(b, keep, n_bootstrap=0, seed=4), "auc"
+    )
+    assert z["diff"] == pytest.approx(d["diff"]) and np.isnan(z["ci"]).all()
+
+
+def test_per_target_summary_is_over_each_targets_own_roc():
+    rng = np.random.default_rng(11)
+    keep = np.asarray([rng.permutation(np.arange(600) < 300) for _ in range(5)])
+    stat = rng.normal(size=(5, 600)) + keep * rng.uniform(0.5, 2.0, size=(5, 1))
+    r = evaluate(stat, keep, n_bootstrap=0, fprs=(1e-2, 1e-3))
+    own = [
+        evaluate(stat[i : i + 1], keep[i : i + 1], n_bootstrap=0, fprs=(1e-2,)) for i in range(5)
+    ]
+    for key in ("auc", "tpr@0.01_le"):
+        v = np.array([o[key] for o in own])
+        pt = r["per_target"][key]
+        assert pt["mean"] == pytest.approx(v.mean()) and pt["std"] == pytest.approx(v.std(ddof=1))
+        assert (pt["min"], pt["max"], pt["n"]) == (v.min(), v.max(), 5)
+    # 300 non-members per target cannot resolve 1e-3 (the pooled 1500 can).
+    assert np.isnan(r["per_target"]["tpr@0.001_le"]["mean"]) and not np.isnan(r["tpr@0.001_le"])
+
+
+def test_bootstrap_interval_covers_a_known_truth():
+    # Crossed design: target, example and per-example vulnerability effects, balanced
+    # membership. The truth is the population's pooled value (fresh target and example per
+    # pair). The two-way bootstrap is conservative here (about 98-100%, module docstring).
+    from ptqx.train import balanced_keep
+
+    rng = np.random.default_rng(12)
+    big = 1_000_000
+    pos = rng.normal(0, 0.3, big) + rng.normal(0, 0.5, big) + rng.normal(1, 0.8, big)
+    neg = rng.normal(0, 0.3, big) + rng.normal(0, 0.5, big)
+    pos, neg = pos + rng.normal(size=big), np.sort(neg + rng.normal(size=big))
+    truth = {
+        "auc": np.searchsorted(neg, pos).mean() / big,
+        "tpr@0.01_le": (pos > np.quantile(neg, 0.99)).mean(),
+    }
+    hits = dict.fromkeys(truth, 0)
+    reps = 60
+    for r in range(reps):
+        keep = np.asarray(balanced_keep(16, 250, seed=r), dtype=bool)
+        stat = (
+            rng.normal(0, 0.3, (16, 1))
+            + rng.normal(0, 0.5, (1, 250))
+            + keep * rng.normal(1, 0.8, (1, 250))
+            + rng.normal(size=(16, 250))
+        )
+        res = evaluate(stat, keep, fprs=(0.01,), n_bootstrap=100, seed=r)
+        for key, want in truth.items():
+            lo, hi = res["ci"][key]
+            hits[key] += lo <= want <= hi
+    for key, h in hits.items():
+        assert h / reps >= 0.9, (key, h / reps)

@@ -33,9 +33,10 @@ def metric(row: dict[str, Any], name: str) -> tuple[float, float, float]:
     """(value, ci_low, ci_high) of a metric in a results row (NaN where absent).
 
     ``name`` is a key of ``ptqx.attacks.evaluate``'s output ("auc", "balanced_accuracy",
-    "f1", "tpr@0.001" (last ROC vertex below the FPR, the original code's reading),
+    "f1", "tpr@0.001_le" (largest TPR with FPR <= 0.001, the reported reading),
+    "tpr@0.001" (last ROC vertex below the FPR, the original code's reading),
     "tpr@0.001_interp" (interpolated)) or "subset:<name>@<fpr>" (the fraction of that
-    subset flagged at the FPR threshold).
+    subset flagged at the FPR threshold). A TPR at an FPR the sample cannot resolve is NaN.
     """
     m = row["metrics"]
     if name.startswith("subset:"):
@@ -45,8 +46,8 @@ def metric(row: dict[str, Any], name: str) -> tuple[float, float, float]:
     else:
         if "@" in name:
             head, _, tail = name.partition("@")
-            suffix = "_interp" if tail.endswith("_interp") else ""
-            name = f"{head}@{float(tail.removesuffix('_interp')):g}{suffix}"
+            level, sep, suffix = tail.partition("_")
+            name = f"{head}@{float(level):g}{sep}{suffix}"
         value, ci = m[name], m.get("ci", {}).get(name)
     nan = math.nan
     value = nan if value is None else float(value)
@@ -74,8 +75,62 @@ def _with_ci(t: tuple[float, float, float], digits: int = 3) -> str:
 def _safe(row, name):
     try:
         return metric(row, name)
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, AttributeError):
         return (math.nan, math.nan, math.nan)
+
+
+# A TPR resting on fewer false positives than this is marked: its percentile CI covers
+# far less than 95% at one false positive (module docstring of ptqx.attacks.metrics).
+FEW_FP = 10
+# Below this many targets a pooled interval can be too narrow (metrics module docstring).
+FEW_TARGETS = 32
+
+
+def _n_fp(row: dict[str, Any], fpr: float) -> int | None:
+    """False positives a TPR at ``fpr`` rests on (pooled non-member pairs x fpr), if known."""
+    n = row.get("metrics", {}).get("n_nonmembers")
+    return None if n is None else math.floor(fpr * n * (1 + 1e-12))
+
+
+def _resolved(row: dict[str, Any], fpr: float) -> bool:
+    n_fp = _n_fp(row, fpr)
+    return n_fp is None or n_fp >= 1
+
+
+def _tpr_cell(row: dict[str, Any] | None, fpr: float, reading: str = "_le") -> str:
+    """TPR at ``fpr`` with its CI; "n/r" where no false positive fits under the level."""
+    if row is None:
+        return "missing"
+    if not _resolved(row, fpr):
+        return "n/r"
+    n_fp = _n_fp(row, fpr)
+    cell = _with_ci(_safe(row, f"tpr@{fpr}{reading}"), 4)
+    return cell + (" †" if n_fp is not None and n_fp < FEW_FP and cell != "-" else "")
+
+
+def _paired(a: dict[str, Any] | None, b: dict[str, Any] | None, key: str) -> str:
+    """``a - b`` with a paired bootstrap CI (both rows resampled alike), or why not."""
+    from ptqx.attacks.metrics import paired_difference
+
+    if a is None or b is None:
+        return "missing"
+    if key.startswith("tpr@") and not _resolved(a, float(key[4:].partition("_")[0])):
+        return "n/r"
+    try:
+        d = paired_difference(a["metrics"], b["metrics"], key)
+    except (ValueError, KeyError, TypeError):
+        return "not paired"
+    return _with_ci((d["diff"], *d["ci"]), 4)
+
+
+def _per_target_cell(row: dict[str, Any] | None, key: str) -> str:
+    if row is None:
+        return "missing"
+    pt = (row.get("metrics", {}).get("per_target") or {}).get(key)
+    if not pt or pt.get("mean") is None or not math.isfinite(pt["mean"]):
+        # NaN: some target's own non-members (about n_nonmembers / N) cannot resolve the level.
+        return "n/r" if pt and key.startswith("tpr@") else "-"
+    return f"{_fmt(pt['mean'], 4)} ± {_fmt(pt['std'], 4)}"
 
 
 # -- tables ----------------------------------------------------------------------------------
@@ -90,60 +145,95 @@ def _primary_attack(rows: list[dict[str, Any]]) -> str:
 
 
 def _main_fpr(doc: dict[str, Any]) -> float:
+    """0.001 (the paper's level) if configured and resolved, else the smallest resolved level."""
     fprs = doc.get("config", {}).get("fprs", [1e-3])
-    return 1e-3 if any(math.isclose(f, 1e-3) for f in fprs) else fprs[0]
+    ok = sorted(f for f in fprs if all(_resolved(r, f) for r in doc["rows"]))
+    if any(math.isclose(f, 1e-3) for f in ok):
+        return 1e-3
+    return ok[0] if ok else fprs[0]
+
+
+def _find(rows, config, attack, attacker):
+    return next(
+        (
+            r
+            for r in rows
+            if r["config"] == config and r["attack"] == attack and r["attacker"] == attacker
+        ),
+        None,
+    )
+
+
+def missing_rows(doc: dict[str, Any]) -> list[str]:
+    """Names ("config / attacker / attack") of the results the config asks for but lacks."""
+    rows = doc["rows"]
+    attacks = doc.get("config", {}).get("attacks") or list(dict.fromkeys(r["attack"] for r in rows))
+    present = {(r["config"], r["attacker"], r["attack"]) for r in rows}
+    out = []
+    for c in doc["configs"]:
+        attackers = ("fp_reference",) if c.get("method") is None else ("fp_reference", "adaptive")
+        for attacker in attackers:
+            out += [
+                f"{c['name']} / {attacker} / {a}"
+                for a in attacks
+                if (c["name"], attacker, a) not in present
+            ]
+    return out
 
 
 def summary_table(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Per configuration: accuracy and the primary attack's numbers for both attackers."""
     rows = doc["rows"]
     attack, fpr = _primary_attack(rows), _main_fpr(doc)
+    key = f"tpr@{fpr:g}_le"
     head = [
         "config",
-        "test acc (mean ± std)",
+        "test acc % (mean ± std)",
         "AUC (FP ref)",
         f"TPR@{fpr:g} (FP ref)",
+        f"Δ TPR@{fpr:g} vs fp32 (FP ref, paired)",
         f"TPR@{fpr:g} (adaptive)",
+        f"Δ TPR@{fpr:g} vs fp32 (adaptive, paired)",
+        f"TPR@{fpr:g} per target (FP ref, mean ± std)",
         f"TPR@{fpr:g} calib. members",
         f"TPR@{fpr:g} other members",
     ]
+    base = _find(rows, "fp32", attack, "fp_reference")
     body = []
     for c in doc["configs"]:
-        fp = next(
-            (
-                r
-                for r in rows
-                if r["config"] == c["name"]
-                and r["attack"] == attack
-                and r["attacker"] == "fp_reference"
-            ),
-            None,
-        )
-        ad = next(
-            (
-                r
-                for r in rows
-                if r["config"] == c["name"]
-                and r["attack"] == attack
-                and r["attacker"] == "adaptive"
-            ),
-            None,
-        )
-        if fp is None:
-            continue
-        acc = fp["test_acc"]
+        fp = _find(rows, c["name"], attack, "fp_reference")
+        is_fp = c.get("method") is None
+        ad = fp if is_fp else _find(rows, c["name"], attack, "adaptive")
+        # Accuracy is the configuration's, whichever of its rows survived.
+        some = next((r for r in (fp, ad, *rows) if r and r["config"] == c["name"]), None)
+        if some is None:
+            acc_cell = "missing"
+        else:
+            acc = some["test_acc"]
+            acc_cell = f"{100 * acc['mean']:.2f} ± {100 * acc['std']:.2f}"
         body.append(
             [
                 c["name"],
-                f"{100 * acc['mean']:.2f} ± {100 * acc['std']:.2f}",
-                _with_ci(_safe(fp, "auc")),
-                _with_ci(_safe(fp, f"tpr@{fpr}_interp"), 4),
-                _with_ci(_safe(ad, f"tpr@{fpr}_interp"), 4) if ad else "(same as FP ref)",
-                _with_ci(_safe(fp, f"subset:calibration_members@{fpr}"), 4),
-                _with_ci(_safe(fp, f"subset:other_members@{fpr}"), 4),
+                acc_cell,
+                _with_ci(_safe(fp, "auc")) if fp else "missing",
+                _tpr_cell(fp, fpr),
+                "(reference)" if is_fp else _paired(fp, base, key),
+                "(same as FP ref)" if is_fp else _tpr_cell(ad, fpr),
+                "(reference)" if is_fp else _paired(ad, base, key),
+                _per_target_cell(fp, key),
+                _subset_cell(fp, "calibration_members", fpr),
+                _subset_cell(fp, "other_members", fpr),
             ]
         )
     return head, body
+
+
+def _subset_cell(row: dict[str, Any] | None, name: str, fpr: float) -> str:
+    if row is None:
+        return "missing"
+    if not _resolved(row, fpr):
+        return "n/r"
+    return _with_ci(_safe(row, f"subset:{name}@{fpr}"), 4)
 
 
 def full_table(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -155,10 +245,12 @@ def full_table(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         "AUC",
         "bal. acc",
         *[f"TPR@{f:g}" for f in fprs],
-        *[f"TPR@{f:g} (last vertex)" for f in fprs],
+        *[f"TPR@{f:g} (Quant-MIA: last vertex < FPR)" for f in fprs],
+        "CI replicates dropped",
     ]
     body = []
     for r in doc["rows"]:
+        dropped = (r.get("metrics", {}).get("ci_dropped") or {}).values()
         body.append(
             [
                 r["config"],
@@ -166,8 +258,9 @@ def full_table(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 r["attack"],
                 _with_ci(_safe(r, "auc")),
                 _with_ci(_safe(r, "balanced_accuracy")),
-                *[_with_ci(_safe(r, f"tpr@{f}_interp"), 4) for f in fprs],
-                *[_fmt(_safe(r, f"tpr@{f}")[0], 4) for f in fprs],
+                *[_tpr_cell(r, f) for f in fprs],
+                *[_fmt(_safe(r, f"tpr@{f}")[0], 4) if _resolved(r, f) else "n/r" for f in fprs],
+                str(max(dropped, default=0)),
             ]
         )
     return head, body
@@ -219,7 +312,11 @@ def _figures(run: Path, doc: dict[str, Any]) -> dict[str, bytes]:
     if rocs is not None and methods:
         n = len(methods)
         fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.6), squeeze=False)
-        floor = 1.0 / max(1, doc["rows"][0]["n_models"] * doc["rows"][0]["n_examples"] // 2)
+        # The smallest FPR above 0: the plot shows nothing the sample cannot resolve.
+        n_neg = rows[0].get("metrics", {}).get("n_nonmembers") or (
+            rows[0]["n_models"] * rows[0]["n_examples"] // 2
+        )
+        floor = 1.0 / max(1, n_neg)
         for ax, method in zip(axes[0], methods, strict=True):
             fp = curve("fp32", "fp_reference")
             if fp is not None:
@@ -265,7 +362,9 @@ def _figures(run: Path, doc: dict[str, Any]) -> dict[str, bytes]:
             is_fp = r["config"] == "fp32"
             if not is_fp and r["attacker"] != attacker:
                 continue
-            v, lo, hi = _safe(r, f"tpr@{fpr_main}_interp")
+            if not _resolved(r, fpr_main):
+                continue
+            v, lo, hi = _safe(r, f"tpr@{fpr_main}_le")
             acc = r["test_acc"]
             yerr = None
             if math.isfinite(lo) and math.isfinite(hi):
@@ -300,8 +399,11 @@ def _figures(run: Path, doc: dict[str, Any]) -> dict[str, bytes]:
     axes[0][0].set_ylabel(f"TPR @ {fpr_main:g} FPR ({attack})")
     handles, labels = axes[0][0].get_legend_handles_labels()
     uniq = dict(zip(labels, handles, strict=True))
-    axes[0][1].legend(uniq.values(), uniq.keys(), fontsize=7, loc="best", ncol=2)
-    figs["tradeoff"] = png(fig)
+    if uniq:
+        axes[0][1].legend(uniq.values(), uniq.keys(), fontsize=7, loc="best", ncol=2)
+        figs["tradeoff"] = png(fig)
+    else:
+        plt.close(fig)  # no point at a resolved FPR: the tables say "n/r"
 
     # Score histograms (view 0, pooled over models), members vs non-members.
     keep = np.load(run / "keep.npy")
@@ -349,6 +451,96 @@ CAPTIONS = {
 
 
 # -- writer ------------------------------------------------------------------------------------
+
+
+def _notes(doc: dict[str, Any], attack: str) -> list[str]:
+    """How to read the tables, with this run's numbers; the gaps of a partial run, named."""
+    rows, cfg = doc["rows"], doc.get("config", {})
+    fprs, fpr = cfg.get("fprs", [1e-3]), _main_fpr(doc)
+    m0 = rows[0].get("metrics", {})
+    n_neg, n_bs = m0.get("n_nonmembers"), int(m0.get("n_bootstrap") or 0)
+    out = []
+    if n_neg:
+        n_fp = {f: math.floor(f * n_neg * (1 + 1e-12)) for f in fprs}
+        unres = [f for f in fprs if n_fp[f] < 1]
+        few = [f for f in fprs if 1 <= n_fp[f] < FEW_FP]
+        text = (
+            f"TPR@FPR: the largest TPR of a threshold whose FPR is at most that level, on the "
+            f"ROC pooled over all {m0.get('n_targets')} targets x {m0.get('n_examples')} "
+            f"examples (no interpolation). With {n_neg} non-member pairs the FPR resolution "
+            f"is {1 / n_neg:.1e}; "
+            + ", ".join(
+                f"TPR@{f:g} rests on {n_fp[f]} false positives" for f in fprs if f not in unres
+            )
+            + "."
+        )
+        if unres:
+            text += (
+                f" 'n/r' (not resolved) at {', '.join(f'{f:g}' for f in unres)}: no false "
+                f"positive fits below that level, so any number would be the TPR at FPR 0."
+            )
+        if few:
+            text += (
+                f" †: fewer than {FEW_FP} false positives (at {', '.join(f'{f:g}' for f in few)}); "
+                f"the value and its interval are unreliable."
+            )
+        if any(math.isclose(f, 1e-3) for f in fprs) and not math.isclose(fpr, 1e-3):
+            text += f" The paper's level 0.001 is not resolved here; the summary uses {fpr:g}."
+        out.append(text)
+    if n_bs > 0:
+        k = sum(1 for c in doc["configs"] if c.get("method") is not None)
+        out.append(
+            f"[low, high]: 95% percentile bootstrap intervals over {n_bs} resamples of targets "
+            f"and examples together; this two-way bootstrap is usually conservative (nominal "
+            f"95% intervals covered 97-100% on synthetic data with a known truth). 'Δ vs fp32': "
+            f"the configuration's TPR minus fp32's, with the interval of that difference over "
+            f"the same resamples for both (paired). An interval that excludes 0 marks a "
+            f"difference at the 95% level for that single comparison; the summary makes "
+            f"{2 * k} such comparisons without a multiplicity correction."
+        )
+        n_t = m0.get("n_targets") or 0
+        if n_t < FEW_TARGETS:
+            out.append(
+                f"Only {n_t} targets: when the targets' statistics are shifted against each "
+                f"other (compare the per-target spread), the pooled ROC is biased and its "
+                f"intervals cover less than 95% (simulated with a target offset as large as the "
+                f"noise: 52-56% with 4 targets, 85-87% with 16, 96-100% with 64)."
+            )
+    else:
+        out.append("No bootstrap (n_bootstrap = 0): no intervals and no paired differences.")
+    out.append(
+        f"test acc: mean ± sample std over the {cfg.get('n_models')} models of each "
+        f"configuration. 'per target': mean ± sample std over the targets of each target's "
+        f"own TPR (the paper's number is a mean over targets): how much one trained model "
+        f"varies, which the pooled interval does not show ('n/r' where one target's own "
+        f"non-members cannot resolve the level). 'calib. members' / 'other "
+        f"members': the fraction of each target's calibration images / other training images "
+        f"flagged at the threshold of the last ROC vertex with FPR below the level."
+    )
+    dropped = []
+    for r in rows:
+        d = max((r.get("metrics", {}).get("ci_dropped") or {}).values(), default=0)
+        if d:
+            dropped.append(f"{r['config']} / {r['attacker']} / {r['attack']} ({d} of {n_bs})")
+    if dropped:
+        out.append(
+            "Bootstrap resamples without a member or a non-member, left out of the intervals: "
+            + "; ".join(dropped)
+            + "."
+        )
+    old = [r for r in rows if "per_target" not in r.get("metrics", {})]
+    if old:
+        out.append(
+            f"{len(old)} result rows were made by an older ptqx that did not record the "
+            f"TPR@FPR<=level reading, per-target spread or bootstrap replicates: their cells "
+            f"show '-'."
+        )
+    gaps = missing_rows(doc)
+    if gaps:
+        out.append(
+            f"Missing results ({len(gaps)}; 'missing' in the tables): " + "; ".join(gaps) + "."
+        )
+    return out
 
 
 def write_report(run: str | Path) -> tuple[Path, Path]:
@@ -433,7 +625,13 @@ def _write_report(run: Path, doc: dict[str, Any], manifest: dict[str, Any]) -> t
             f"{cfg.get('calib_size')} member images per model (augment: {cfg.get('calib_augment')})",
         ),
         ("seed", str(cfg.get("seed"))),
-        ("bootstrap", f"{cfg.get('n_bootstrap')} resamples (95% CI)"),
+        (
+            "bootstrap",
+            f"{cfg.get('n_bootstrap')} resamples of targets and examples together (95% "
+            f"percentile CI, seed {doc['rows'][0].get('metrics', {}).get('seed')})"
+            if cfg.get("n_bootstrap")
+            else "none (no intervals)",
+        ),
         ("git commit", str(manifest.get("git_commit"))),
         (
             "ptqx / torch",
@@ -459,13 +657,8 @@ def _write_report(run: Path, doc: dict[str, Any], manifest: dict[str, Any]) -> t
         md += [f"_{fig_note}_", ""]
     else:
         md += ["Figures are in report.html.", ""]
-    md += [
-        "TPR values are read on the pooled ROC by interpolation, with 95% bootstrap CIs; the "
-        "original code's reading (last ROC vertex below the FPR) is in the table below. "
-        "'calib. members' / 'other members': the fraction of each target's calibration images / "
-        "other training images flagged at the FPR threshold.",
-        "",
-    ]
+    notes = _notes(doc, attack)
+    md += [*(line for n in notes for line in (n, "")), ""]
     md += ["## All attacks", "", _md_table(f_head, f_body), ""]
     md_path = run / "report.md"
     atomic_write_text(md_path, "\n".join(md))
@@ -482,6 +675,7 @@ def _write_report(run: Path, doc: dict[str, Any], manifest: dict[str, Any]) -> t
         "</ul>",
         f"<h2>Summary ({html.escape(attack)})</h2>",
         _html_table(s_head, s_body),
+        *[f"<p>{html.escape(n)}</p>" for n in notes],
     ]
     if fig_note:
         parts.append(f"<p><i>{html.escape(fig_note)}</i></p>")

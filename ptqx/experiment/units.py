@@ -31,7 +31,8 @@ from .store import ArtifactCorrupt, FileStore
 # downstream) change, so old artifacts are never reused for the new semantics.
 # attack 2: reference sets leave out one model of the other side with the target, and
 # the pooled sd is unbiased (attack 1's sets leaked membership through their sizes).
-UNIT_VERSIONS = {"train": 1, "quantize": 1, "score": 1, "attack": 2}
+# attack 3: metrics add tpr@t_le, resolution, per-target spread and bootstrap replicates.
+UNIT_VERSIONS = {"train": 1, "quantize": 1, "score": 1, "attack": 3}
 
 
 def _canonical(obj: Any) -> str:
