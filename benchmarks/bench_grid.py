@@ -40,10 +40,13 @@ def test_grid_search(benchmark, name, impl):
         fn = lambda: reference.grid_search(w, 15, False, True, 2.4, 100, 80)  # noqa: E731
         rounds = 2 if shape[0] <= 128 else 1
     benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=0)
-    # element-candidates evaluated per second (rows x cols x 80)
-    benchmark.extra_info["Gelem_cand/s"] = round(
-        shape[0] * shape[1] * 80 / benchmark.stats["mean"] / 1e9, 3
-    )
+    if (
+        benchmark.stats is not None
+    ):  # None under --benchmark-disable: one untimed call, a smoke test
+        # element-candidates evaluated per second (rows x cols x 80)
+        benchmark.extra_info["Gelem_cand/s"] = round(
+            shape[0] * shape[1] * 80 / benchmark.stats["mean"] / 1e9, 3
+        )
 
 
 @pytest.mark.parametrize("impl", ["native", "reference"])
@@ -55,4 +58,5 @@ def test_fake_quant(benchmark, impl):
         benchmark(lambda: ops.fake_quant(w, scale, zero, 15))
     else:
         benchmark(lambda: reference.fake_quant(w, scale, zero, 15))
-    benchmark.extra_info["GB/s"] = round(2 * w.numel() * 4 / benchmark.stats["mean"] / 1e9, 2)
+    if benchmark.stats is not None:  # None under --benchmark-disable
+        benchmark.extra_info["GB/s"] = round(2 * w.numel() * 4 / benchmark.stats["mean"] / 1e9, 2)

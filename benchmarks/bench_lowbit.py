@@ -242,6 +242,8 @@ def test_lowbit_vs_fp32_paired(benchmark, shape, batch, variant):
     benchmark.pedantic(
         fn, setup=setup, teardown=teardown, rounds=rounds, iterations=1, warmup_rounds=warmup_rounds
     )
+    if benchmark.stats is None:  # --benchmark-disable: fn ran once, untimed (a smoke test)
+        return
     ptqx_times = list(benchmark.stats.stats.data)
     fp32_times = fp32_times[warmup_rounds:]
     assert len(fp32_times) == len(ptqx_times) == rounds

@@ -64,4 +64,5 @@ def test_logit_scores(benchmark, name, impl):
     else:
         fn = lambda: _chunked(_torch_f32, logits, labels)  # noqa: E731
     benchmark.pedantic(fn, rounds=1 if full else 3, iterations=1, warmup_rounds=0 if full else 1)
-    benchmark.extra_info["GB/s"] = round(logits.numel() * 4 / benchmark.stats["mean"] / 1e9, 3)
+    if benchmark.stats is not None:  # None under --benchmark-disable
+        benchmark.extra_info["GB/s"] = round(logits.numel() * 4 / benchmark.stats["mean"] / 1e9, 3)
