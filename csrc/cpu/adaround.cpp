@@ -14,10 +14,7 @@ namespace {
 void check_args(const at::Tensor& w_floor, const at::Tensor& alpha, const at::Tensor& scale,
                 const at::Tensor& zero, int64_t maxq, double beta) {
   bindings::check_alpha(alpha);
-  TORCH_CHECK(w_floor.scalar_type() == alpha.scalar_type(), "w_floor: expected dtype ", alpha.scalar_type(),
-              " (that of alpha), got ", w_floor.scalar_type());
-  TORCH_CHECK(w_floor.sizes() == alpha.sizes(), "w_floor: expected shape ", alpha.sizes(), ", got ",
-              w_floor.sizes());
+  bindings::check_like_alpha("w_floor", w_floor, alpha);
   bindings::check_grid_and_beta(alpha, scale, zero, maxq, beta);
 }
 
@@ -50,9 +47,7 @@ at::Tensor adaround_backward_cpu(const at::Tensor& grad_w_, const at::Tensor& gr
                                  const at::Tensor& w_floor_, const at::Tensor& alpha_, const at::Tensor& scale_,
                                  const at::Tensor& zero_, int64_t maxq, double beta) {
   check_args(w_floor_, alpha_, scale_, zero_, maxq, beta);
-  TORCH_CHECK(grad_w_.scalar_type() == alpha_.scalar_type() && grad_w_.sizes() == alpha_.sizes(),
-              "grad_w: expected dtype ", alpha_.scalar_type(), " and shape ", alpha_.sizes(), ", got ",
-              grad_w_.scalar_type(), " ", grad_w_.sizes());
+  bindings::check_like_alpha("grad_w", grad_w_, alpha_);
   bindings::check_grad_reg(grad_reg);
   auto grad_w = grad_w_.contiguous();
   auto w_floor = w_floor_.contiguous();

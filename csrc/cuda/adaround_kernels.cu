@@ -17,6 +17,10 @@ __device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, 
 __device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
 __device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
 __device__ __forceinline__ double add_rn(double a, double b) { return __dadd_rn(a, b); }
+// The CPU kernel's std::fma of the regulariser's gradient term, spelled out so that the
+// result does not hang on whether the compiler contracts (the emulation does not).
+__device__ __forceinline__ float fma_t(float a, float b, float c) { return fmaf(a, b, c); }
+__device__ __forceinline__ double fma_t(double a, double b, double c) { return fma(a, b, c); }
 
 template <typename T>
 __device__ __forceinline__ T sigmoid_t(T a) {
@@ -93,7 +97,8 @@ __global__ void backward_kernel(const T* __restrict__ grad_w, const T* __restric
     const T sig = sigmoid_t(alpha[i]);
     T u;
     const T h = soft_h(sig, &u);
-    const T dh = (u >= T(0) && u <= T(1)) ? T(1.2) * (sig * (T(1) - sig)) : T(0);
+    // (1.2 * sig) * (1 - sig), in the reference's and the CPU kernel's order.
+    const T dh = (u >= T(0) && u <= T(1)) ? mul_rn(T(1.2), sig) * (T(1) - sig) : T(0);
     const T v = w_floor[i] + h + z;
     T g = (v >= T(0) && v <= m) ? grad_w[i] * s : T(0);
     if (beta > T(0)) {
@@ -101,7 +106,7 @@ __global__ void backward_kernel(const T* __restrict__ grad_w, const T* __restric
       const T d = fabs(c) * T(2);
       if (d > T(0)) {
         const T dp = pow_t(d, beta - T(1));
-        g -= reg_coef * (c > T(0) ? dp : -dp);
+        g = fma_t(-reg_coef, c > T(0) ? dp : -dp, g);
       }
     }
     grad_alpha[i] = g * dh;

@@ -189,11 +189,19 @@ cudaError_t lowbit_linear(const float* x, const uint8_t* packed, const float* sc
     }
     return cudaSuccess;
   }
-  const int64_t gy = (ntok + kTile - 1) / kTile;
-  if (gy > 65535) return cudaErrorInvalidConfiguration;
-  dim3 grid(static_cast<unsigned>((rows + kTile - 1) / kTile), static_cast<unsigned>(gy));
-  tiled_kernel<<<grid, 256, 0, stream>>>(x, packed, scale, zero, bias, ntok, rows, cols, bits, y);
-  return cudaGetLastError();
+  // Token tiles run along gridDim.y, which stops at 65535: larger batches (more than
+  // 65535 * 64 = 4,194,240 tokens) go in several launches.
+  constexpr int64_t kMaxTokensPerLaunch = int64_t{65535} * kTile;
+  const unsigned gx = static_cast<unsigned>((rows + kTile - 1) / kTile);
+  for (int64_t t0 = 0; t0 < ntok; t0 += kMaxTokensPerLaunch) {
+    const int64_t nt = ntok - t0 < kMaxTokensPerLaunch ? ntok - t0 : kMaxTokensPerLaunch;
+    const dim3 grid(gx, static_cast<unsigned>((nt + kTile - 1) / kTile));
+    tiled_kernel<<<grid, 256, 0, stream>>>(x + t0 * cols, packed, scale, zero, bias, nt, rows, cols, bits,
+                                           y + t0 * rows);
+    const cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+  }
+  return cudaSuccess;
 }
 
 }  // namespace ptqx::cuda

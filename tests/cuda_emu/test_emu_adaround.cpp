@@ -8,6 +8,10 @@
 // Both form 1.2 sig - 0.1 as a rounded multiply and a rounded add (the device with
 // __fmul_rn/__fadd_rn, so nvcc cannot contract them into an FMA, whose single rounding
 // moves h at its kinks). The tolerances below are a few ulps of the terms.
+// In float64 both sides call the same exp/pow here (the emulation's device math is libm), so
+// every element must be bit-identical: that pins the order of each rounded operation, e.g.
+// dh = (1.2 sig) (1 - sig) as in the reference, not 1.2 (sig (1 - sig)). On a GPU the
+// device's exp/pow may differ from libm's by an ulp.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -72,6 +76,15 @@ int check_adaround(int64_t rows, int64_t cols, int maxq, double beta, double gra
     return 1;
   }
   if (beta == 0) CHECK(reg == T(0));
+  if constexpr (sizeof(T) == 8) {
+    for (int64_t i = 0; i < n; ++i) {
+      if (got[i] != want[i]) {
+        std::fprintf(stderr, "double forward rows=%lld cols=%lld beta=%g [%lld]: %.17g vs %.17g (bitwise)\n",
+                     (long long)rows, (long long)cols, beta, (long long)i, double(got[i]), double(want[i]));
+        return 1;
+      }
+    }
+  }
 
   // ---- backward
   std::vector<T> gwant(n), ggot(n, T(-12345));
@@ -90,6 +103,11 @@ int check_adaround(int64_t rows, int64_t cols, int maxq, double beta, double gra
       std::fprintf(stderr, "%s backward rows=%lld cols=%lld beta=%g [%lld]: %.17g vs %.17g\n",
                    type_name<T>(), (long long)rows, (long long)cols, beta, (long long)i, double(ggot[i]),
                    double(gwant[i]));
+      return 1;
+    }
+    if (sizeof(T) == 8 && ggot[i] != gwant[i]) {
+      std::fprintf(stderr, "double backward rows=%lld cols=%lld beta=%g [%lld]: %.17g vs %.17g (bitwise)\n",
+                   (long long)rows, (long long)cols, beta, (long long)i, double(ggot[i]), double(gwant[i]));
       return 1;
     }
   }

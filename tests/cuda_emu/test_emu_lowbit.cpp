@@ -2,7 +2,8 @@
 // emulation of tests/cuda_emu and compares them with the CPU kernels (ptqx/lowbit.h):
 // pack/unpack bit for bit, lowbit_linear on every path the launcher picks (one-token
 // GEMV, 8-token GEMV passes up to 16 tokens, the shared-memory tiled kernel beyond)
-// against a float64 sum of the dequantized weights.
+// against a float64 sum of the dequantized weights; and, from their launch configurations
+// alone, that batches beyond gridDim.y's 65535 token tiles are split into several launches.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -69,6 +70,23 @@ int main() {
   // Empty inputs launch nothing.
   CHECK_LAUNCH(ptqx::cuda::lowbit_linear(nullptr, nullptr, nullptr, nullptr, nullptr, 0, 4, 8, 2, nullptr,
                                          nullptr));
+  // More than 65535 * 64 tokens: the tiled kernel's token tiles (gridDim.y) would pass the
+  // device's 65535 (a launch error, where the CPU kernel takes any batch). Checked on the
+  // launch configurations only: running 130k blocks would take the emulation hours.
+  {
+    const int64_t ntok = int64_t{65535} * 64 * 2 + 5, rows = 3, cols = 1;
+    std::vector<float> x(ntok * cols), y(ntok * rows), scale(rows, 1.f), zero(rows, 0.f);
+    std::vector<uint8_t> packed(rows * lb::row_bytes(cols, 2), 0);
+    ptqx_emu::ConfigOnly only;
+    CHECK_LAUNCH(ptqx::cuda::lowbit_linear(x.data(), packed.data(), scale.data(), zero.data(), nullptr, ntok,
+                                           rows, cols, 2, y.data(), nullptr));
+    int64_t tiles = 0;
+    for (const auto& l : ptqx_emu::g_launches) {
+      CHECK(l.grid.x == 1 && l.grid.y <= 65535 && l.block.x == 256);
+      tiles += l.grid.y;
+    }
+    CHECK(ptqx_emu::g_launches.size() == 3 && tiles == (ntok + 63) / 64);
+  }
   std::puts("test_emu_lowbit: ok");
   return 0;
 }

@@ -14,8 +14,9 @@
 // creation and futex wake-ups made one small test take over two minutes.)
 //
 // What it checks beyond the arithmetic: launch configurations against the device limits
-// (threads per block, grid dimensions, 48 KiB of dynamic shared memory without an
-// opt-in), shuffles that read a lane which has exited or does not exist, and, because
+// (threads per block, grid dimensions: x < 2^31, y and z <= 65535, 48 KiB of dynamic shared
+// memory without an opt-in; ConfigOnly checks the configurations of huge launches without
+// running them), shuffles that read a lane which has exited or does not exist, and, because
 // the tests build with AddressSanitizer, every out-of-bounds access of a kernel to
 // global memory. A missing __syncthreads shows as wrong results: between two barriers
 // the threads run one after another in a fresh random order, so a reader runs before
@@ -272,17 +273,35 @@ inline bool run_block(Block& b, dim3 bid, unsigned nthreads) {
   }
 }
 
+// While set, a launch is checked against the limits and recorded in g_launches, and no
+// block runs: for launchers whose real sizes would take the emulation hours (a grid of
+// 65536 blocks), so a test can see that they split the work within the device limits.
+inline bool g_config_only = false;
+inline std::vector<Config> g_launches;
+
+struct ConfigOnly {
+  ConfigOnly() {
+    g_config_only = true;
+    g_launches.clear();
+  }
+  ~ConfigOnly() { g_config_only = false; }
+};
+
 template <typename F>
 void launch(const Config& cfg, const F& body) {
   const dim3 g = cfg.grid, bd = cfg.block;
   const unsigned long long nthreads = 1ull * bd.x * bd.y * bd.z;
-  if (g.x == 0 || g.y == 0 || g.z == 0 || g.y > 65535 || g.z > 65535 || nthreads == 0 ||
+  if (g.x == 0 || g.y == 0 || g.z == 0 || g.x > 0x7fffffffu || g.y > 65535 || g.z > 65535 || nthreads == 0 ||
       nthreads > kMaxThreadsPerBlock || bd.z > 64) {
     g_last_error = cudaErrorInvalidConfiguration;
     return;
   }
   if (cfg.shared > kMaxDynamicShared) {
     g_last_error = cudaErrorInvalidValue;
+    return;
+  }
+  if (g_config_only) {
+    g_launches.push_back(cfg);
     return;
   }
   g_grid_dim = g;

@@ -1,7 +1,7 @@
 // Argument checks of AdaRound's soft-rounding ops that do not depend on the device,
-// shared by the CPU (csrc/cpu/adaround.cpp) and CUDA (csrc/cuda/adaround.cpp) bindings.
-// The bindings check w_floor and grad_w themselves: their messages differ (the CPU one
-// names the dtype and shape it got). ATen-dependent: bindings only.
+// shared by the CPU (csrc/cpu/adaround.cpp) and CUDA (csrc/cuda/adaround_cuda.cpp) bindings.
+// The CUDA binding checks devices first, then calls these, so both give the same
+// messages. ATen-dependent: bindings only.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -18,6 +18,13 @@ inline void check_alpha(const at::Tensor& alpha) {
   TORCH_CHECK(alpha.scalar_type() == at::kFloat || alpha.scalar_type() == at::kDouble,
               "alpha: expected float32 or float64, got ", alpha.scalar_type());
   TORCH_CHECK(alpha.dim() >= 1, "alpha: expected at least 1 dimension");
+}
+
+// w_floor (forward and backward) and grad_w (backward): alpha's dtype and shape.
+inline void check_like_alpha(const char* name, const at::Tensor& t, const at::Tensor& alpha) {
+  TORCH_CHECK(t.scalar_type() == alpha.scalar_type() && t.sizes() == alpha.sizes(), name, ": expected dtype ",
+              alpha.scalar_type(), " and shape ", alpha.sizes(), " (those of alpha), got ", t.scalar_type(), " ",
+              t.sizes());
 }
 
 // The grid (float32 scale/zero, one entry per output channel of alpha; maxq) and the

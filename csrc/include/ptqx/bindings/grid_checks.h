@@ -1,5 +1,5 @@
 // Argument checks of the uniform-grid ops that do not depend on the device, shared by
-// the CPU (csrc/cpu/grid.cpp) and CUDA (csrc/cuda/grid.cpp) bindings; the CUDA binding
+// the CPU (csrc/cpu/grid.cpp) and CUDA (csrc/cuda/grid_cuda.cpp) bindings; the CUDA binding
 // checks that the tensors are CUDA tensors first. ATen-dependent: bindings only.
 #pragma once
 

@@ -1,5 +1,5 @@
 // Argument checks of the leave-one-out LiRA statistics that do not depend on the device,
-// shared by the CPU (csrc/cpu/lira.cpp) and CUDA (csrc/cuda/lira.cpp) bindings; the CUDA
+// shared by the CPU (csrc/cpu/lira.cpp) and CUDA (csrc/cuda/lira_cuda.cpp) bindings; the CUDA
 // binding adds its device check and its limit on the number of models. ATen-dependent:
 // bindings only.
 #pragma once

@@ -1,9 +1,9 @@
 // Argument checks of the packed low-bit ops that do not depend on the device, shared by
-// the CPU (csrc/cpu/lowbit.cpp) and CUDA (csrc/cuda/lowbit.cpp) bindings; the CUDA
-// binding adds its device checks (CUDA tensors, one device). The checks on scale, zero
-// and bias stay in each binding: their messages differ (the CUDA ones name the device,
-// the CPU ones what they got; only the CPU one checks finiteness). ATen-dependent:
-// bindings only.
+// the CPU (csrc/cpu/lowbit.cpp) and CUDA (csrc/cuda/lowbit_cuda.cpp) bindings; the CUDA
+// binding checks devices first (CUDA tensors, one device), then calls these, so dtype and
+// shape errors read the same on both. Only the CPU binding checks that scale and zero are
+// finite (on CUDA that would cost a device sync per call; the Python wrapper checks it).
+// ATen-dependent: bindings only.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -50,10 +50,8 @@ inline void check_packed(const at::Tensor& packed, int64_t bits, int64_t cols) {
               " columns at ", bits, " bits, got shape ", packed.sizes());
 }
 
-// lowbit_linear's input: float32 [..., C].
-// scale/zero/bias of a packed linear on the CPU: float32 [rows] (bias optional). Returns
-// the contiguous bias, undefined when there is none. CUDA's messages name the device
-// instead, so csrc/cuda/lowbit.cpp has its own version.
+// scale/zero/bias of a packed linear: float32 [rows] (bias optional). Returns the
+// contiguous bias, undefined when there is none.
 inline at::Tensor check_row_params(const at::Tensor& scale, const at::Tensor& zero,
                                    const std::optional<at::Tensor>& bias_, int64_t rows) {
   TORCH_CHECK(scale.scalar_type() == at::kFloat && scale.dim() == 1 && scale.size(0) == rows,

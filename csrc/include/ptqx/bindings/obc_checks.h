@@ -1,5 +1,5 @@
 // Argument checks of OBC's row-wise quantization that do not depend on the device,
-// shared by the CPU (csrc/cpu/obc.cpp) and CUDA (csrc/cuda/obc.cpp) bindings; the CUDA
+// shared by the CPU (csrc/cpu/obc.cpp) and CUDA (csrc/cuda/obc_cuda.cpp) bindings; the CUDA
 // binding checks that the tensors are CUDA tensors first. ATen-dependent: bindings only.
 //
 // They repeat the Python wrapper's checks (which also check values: finiteness, the

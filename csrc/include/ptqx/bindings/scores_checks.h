@@ -1,5 +1,5 @@
 // Argument checks of the LiRA score op that do not depend on the device, shared by the
-// CPU (csrc/cpu/scores.cpp) and CUDA (csrc/cuda/scores.cpp) bindings; the CUDA binding
+// CPU (csrc/cpu/scores.cpp) and CUDA (csrc/cuda/scores_cuda.cpp) bindings; the CUDA binding
 // checks that both tensors are CUDA tensors on one device first. ATen-dependent:
 // bindings only.
 #pragma once

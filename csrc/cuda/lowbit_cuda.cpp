@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "ptqx/bindings/device_checks.h"
 #include "ptqx/bindings/lowbit_checks.h"
 #include "ptqx/cuda/lowbit.h"
 #include "ptqx/lowbit.h"  // lowbit::row_bytes: the packed layout the CUDA kernels share
@@ -17,11 +18,6 @@
 
 namespace ptqx {
 namespace {
-
-void check_cuda_packed(const at::Tensor& packed, int64_t bits, int64_t cols) {
-  TORCH_CHECK(packed.is_cuda(), "packed: expected a CUDA tensor");
-  bindings::check_packed(packed, bits, cols);
-}
 
 // The kernels read whole 32-bit words: make sure the base is 4-byte aligned.
 at::Tensor aligned_contiguous(const at::Tensor& t) {
@@ -32,7 +28,7 @@ at::Tensor aligned_contiguous(const at::Tensor& t) {
 
 at::Tensor pack_weights_cuda(const at::Tensor& codes_, int64_t bits) {
   bindings::check_bits(bits);
-  TORCH_CHECK(codes_.is_cuda(), "codes: expected a CUDA tensor");
+  bindings::check_cuda_same_device({{"codes", &codes_}});
   bindings::check_codes(codes_);
   c10::cuda::CUDAGuard guard(codes_.device());
   bindings::check_codes_range(codes_, bits);
@@ -48,7 +44,8 @@ at::Tensor pack_weights_cuda(const at::Tensor& codes_, int64_t bits) {
 at::Tensor unpack_weights_cuda(const at::Tensor& packed_, int64_t bits, int64_t cols) {
   bindings::check_bits(bits);
   TORCH_CHECK(cols >= 0, "cols: expected >= 0, got ", cols);
-  check_cuda_packed(packed_, bits, cols);
+  bindings::check_cuda_same_device({{"packed", &packed_}});
+  bindings::check_packed(packed_, bits, cols);
   c10::cuda::CUDAGuard guard(packed_.device());
   auto packed = aligned_contiguous(packed_);
   const int64_t rows = packed.size(0);
@@ -59,39 +56,25 @@ at::Tensor unpack_weights_cuda(const at::Tensor& packed_, int64_t bits, int64_t 
   return out;
 }
 
-// scale/zero/bias: float32 [rows] on x's device (bias optional); returns the contiguous
-// bias, undefined when there is none.
-at::Tensor check_cuda_row_params(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& zero,
-                                 const std::optional<at::Tensor>& bias_, int64_t rows) {
-  TORCH_CHECK(scale.device() == x.device() && scale.scalar_type() == at::kFloat && scale.dim() == 1 &&
-                  scale.size(0) == rows,
-              "scale: expected float32 [", rows, "] on ", x.device());
-  TORCH_CHECK(zero.device() == x.device() && zero.scalar_type() == at::kFloat && zero.dim() == 1 &&
-                  zero.size(0) == rows,
-              "zero: expected float32 [", rows, "] on ", x.device());
-  at::Tensor bias;
-  if (bias_.has_value()) {
-    bias = bias_->contiguous();
-    TORCH_CHECK(bias.device() == x.device() && bias.scalar_type() == at::kFloat && bias.dim() == 1 &&
-                    bias.size(0) == rows,
-                "bias: expected float32 [", rows, "] on ", x.device());
-  }
-  return bias;
-}
-
-// Checks shared by both packed linears on CUDA; returns the contiguous bias (undefined
-// when there is none). max_cols: the int8 variant's exact-int32 column limit, or 0.
+// Checks shared by both packed linears on CUDA: every tensor on x's GPU, then the CPU
+// binding's checks with its messages (the finiteness of scale and zero is left to the
+// Python wrapper: here it would cost a device sync per call). Returns the contiguous bias,
+// undefined when there is none. max_cols: the int8 variant's exact-int32 column limit, or 0.
 at::Tensor check_cuda_linear(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scale,
                              const at::Tensor& zero, int64_t bits, const std::optional<at::Tensor>& bias,
                              int64_t max_cols) {
   bindings::check_bits(bits);
-  TORCH_CHECK(x.is_cuda(), "x: expected a CUDA tensor");
+  if (bias.has_value()) {
+    bindings::check_cuda_same_device(
+        {{"x", &x}, {"packed", &packed}, {"scale", &scale}, {"zero", &zero}, {"bias", &*bias}});
+  } else {
+    bindings::check_cuda_same_device({{"x", &x}, {"packed", &packed}, {"scale", &scale}, {"zero", &zero}});
+  }
   bindings::check_linear_input(x);
   const int64_t cols = x.size(-1);
   if (max_cols) bindings::check_int8act_cols(cols, max_cols);
-  check_cuda_packed(packed, bits, cols);
-  TORCH_CHECK(packed.device() == x.device(), "packed: expected a tensor on ", x.device());
-  return check_cuda_row_params(x, scale, zero, bias, packed.size(0));
+  bindings::check_packed(packed, bits, cols);
+  return bindings::check_row_params(scale, zero, bias, packed.size(0));
 }
 
 // x as [tokens, C], the other inputs contiguous, and the [tokens, R] output; call under

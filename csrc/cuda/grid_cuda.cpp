@@ -70,7 +70,7 @@ at::Tensor quantize_codes_cuda(const at::Tensor& w_, const at::Tensor& scale_,
 std::tuple<at::Tensor, at::Tensor> grid_search_cuda(const at::Tensor& w_, int64_t maxq, bool symmetric,
                                                     bool include_zero, double norm, int64_t grid,
                                                     int64_t steps) {
-  TORCH_CHECK(w_.is_cuda(), "w: expected a CUDA tensor");
+  bindings::check_cuda_same_device({{"w", &w_}});
   bindings::check_grid_search(w_, maxq, norm, grid, steps);
   // GridOptions holds grid and steps as int: a larger value would wrap and give NaN scales.
   TORCH_CHECK(grid <= std::numeric_limits<int32_t>::max(), "grid: expected <= ",

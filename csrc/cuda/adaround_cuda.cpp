@@ -18,8 +18,7 @@ void check_cuda_args(const at::Tensor& w_floor, const at::Tensor& alpha, const a
   bindings::check_cuda_same_device(
       {{"alpha", &alpha}, {"w_floor", &w_floor}, {"scale", &scale}, {"zero", &zero}});
   bindings::check_alpha(alpha);
-  TORCH_CHECK(w_floor.scalar_type() == alpha.scalar_type() && w_floor.sizes() == alpha.sizes(),
-              "w_floor: expected the dtype and shape of alpha");
+  bindings::check_like_alpha("w_floor", w_floor, alpha);
   bindings::check_grid_and_beta(alpha, scale, zero, maxq, beta);
 }
 
@@ -58,8 +57,7 @@ at::Tensor adaround_backward_cuda(const at::Tensor& grad_w_, const at::Tensor& g
                                   int64_t maxq, double beta) {
   check_cuda_args(w_floor_, alpha_, scale_, zero_, maxq, beta);
   bindings::check_cuda_same_device({{"alpha", &alpha_}, {"grad_w", &grad_w_}});
-  TORCH_CHECK(grad_w_.scalar_type() == alpha_.scalar_type() && grad_w_.sizes() == alpha_.sizes(),
-              "grad_w: expected the dtype and shape of alpha");
+  bindings::check_like_alpha("grad_w", grad_w_, alpha_);
   bindings::check_grad_reg(grad_reg_);
   c10::cuda::CUDAGuard guard(alpha_.device());
   auto grad_w = grad_w_.contiguous(), w_floor = w_floor_.contiguous(), alpha = alpha_.contiguous();

@@ -4,6 +4,7 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <c10/core/ScalarType.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
@@ -42,6 +43,15 @@ std::tuple<at::Tensor, at::Tensor> run_cuda(const at::Tensor& weight_, const at:
       std::clamp<int64_t>(cols / 8, 8, cuda::kObcMaxBatch), cols);
   size_t free_b = 0, total_b = 0;
   TORCH_CHECK(cudaMemGetInfo(&free_b, &total_b) == cudaSuccess, "obc: cudaMemGetInfo failed");
+  // cudaMemGetInfo does not count what torch's caching allocator holds but has not handed
+  // out (after a calibration pass that can be most of the GPU): counted as free, or the
+  // rows would run a few blocks at a time. Stat index 0 is the aggregate in every torch.
+  try {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(weight.get_device());
+    const int64_t cached = stats.reserved_bytes[0].current - stats.allocated_bytes[0].current;
+    if (cached > 0) free_b += size_t(cached);
+  } catch (const c10::Error&) {  // another allocator backend: cudaMemGetInfo alone
+  }
   int sms = 0;
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, weight.get_device());
   const size_t per_slot = dtype == at::kFloat ? cuda::obc_workspace_bytes<float>(cols, batch, 1)
