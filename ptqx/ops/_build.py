@@ -127,6 +127,15 @@ def _jit_build() -> None:
     STATUS.cuda = with_cuda
 
 
+def _has_cuda_kernels() -> bool:
+    """Whether the loaded library registered CUDA kernels (an AOT build has them when it
+    was built with a CUDA torch and nvcc); asked of one op, since all are built together."""
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key("ptqx::logit_scores", "CUDA")
+    except RuntimeError:  # schema not defined yet: the library registered nothing for it
+        return False
+
+
 def load_native() -> NativeStatus:
     """Load the native kernels once per process; safe to call repeatedly."""
     if STATUS.how != "not attempted":
@@ -137,7 +146,7 @@ def load_native() -> NativeStatus:
     try:
         importlib.import_module("ptqx._C")
         STATUS.loaded, STATUS.how = True, "aot"
-        STATUS.cuda = torch.cuda.is_available() and hasattr(torch.ops.ptqx, "_cuda_marker")
+        STATUS.cuda = _has_cuda_kernels()
         return STATUS
     except ImportError:
         pass
