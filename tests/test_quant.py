@@ -887,3 +887,90 @@ def test_unsupported_layers_reported_or_skipped():
     )
     assert set(quantized_layers(q)) == {"conv"}
     assert torch.equal(q.up.weight, model.up.weight)
+
+
+class _Attention(nn.Module):
+    """A token model with nn.MultiheadAttention, a Linear on [B, T, C] and a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Linear(6, 8)
+        self.mha = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.emb(x))
+        h = h + self.mha(h, h, h, need_weights=False)[0]
+        return self.fc(h.mean(1))
+
+
+@pytest.mark.parametrize("method", ["rtn", "gptq", "obc"])
+def test_multihead_attention_is_left_whole(method):
+    # MultiheadAttention applies out_proj.weight without calling out_proj: calibrated
+    # methods used to fail on it with "no calibration input reached this layer" even with
+    # unsupported="skip". The attention module now stays float32 as a whole.
+    torch.manual_seed(0)
+    model = _Attention().eval()
+    x = torch.randn(64, 5, 6)
+    with pytest.raises(
+        UnsupportedLayerError, match=r"'mha' \(MultiheadAttention\).*'mha.out_proj'"
+    ):
+        ptqx.quantize(model, method=method, bits=4, calib=x)
+    q = ptqx.quantize(model, method=method, bits=4, calib=x, unsupported="skip")
+    assert set(quantized_layers(q)) == {"emb", "fc"}
+    assert torch.equal(q.mha.out_proj.weight, model.mha.out_proj.weight)
+    with torch.no_grad():
+        ref, out = model(x), q(x)
+    assert (out - ref).norm() < 0.2 * ref.norm()
+
+
+def test_calibration_the_model_cannot_run_is_named(digits_model, calib):
+    wrong = calib[:16].expand(-1, 3, -1, -1)  # RGB inputs for a grayscale model
+    with pytest.raises(
+        ValueError,
+        match=r"calib: the model cannot run on the calibration inputs \(sample shape \(3, 8, 8\)\)",
+    ):
+        ptqx.quantize(digits_model, method="gptq", bits=4, calib=wrong)
+
+
+@pytest.mark.parametrize(
+    "where, message",
+    [
+        ("fc.bias", r"parameter 'fc.bias' has 1 NaN/Inf value"),
+        (
+            "stem.1.running_var",
+            r"buffer 'stem.1.running_var' \(BatchNorm2d running statistics\) has 1 NaN/Inf",
+        ),
+    ],
+)
+def test_non_finite_biases_and_bn_statistics_named(digits_model, calib, where, message):
+    # Only Conv/Linear weights were checked: an Inf bias gave a model with non-finite
+    # outputs and no error, a NaN BN variance a misleading "Hessian is not invertible".
+    model = copy.deepcopy(digits_model)
+    owner, _, attr = where.rpartition(".")
+    with torch.no_grad():
+        getattr(model.get_submodule(owner), attr).view(-1)[0] = math.inf
+    for method in ("rtn", "gptq"):
+        with pytest.raises(ValueError, match=message):
+            ptqx.quantize(model, method=method, bits=4, calib=calib[:64])
+
+
+def test_check_options_without_a_model():
+    from ptqx.quant.api import check_options
+
+    check_options("gptq", bits=4, num_samples=8, damp=0.05, actorder=True)
+    check_options("rtn", bits=2, num_samples=1, grid="minmax")
+    check_options("adaround", bits=4, num_samples=64, iters=5)
+    for method, opts, n, msg in (
+        ("gptq", {"damp": -1}, 8, "damp: expected a finite number >= 0, got -1"),
+        ("obc", {"precision": "half"}, 8, "precision"),
+        ("gptq", {"dampp": 0.1}, 8, r"unknown option\(s\) dampp"),
+        ("adaround", {"iters": 0}, 64, "iters: expected an int >= 1"),
+        ("adaround", {}, 16, "recon_batch_size=32 .* only 16"),
+        ("brecq", {"loss": "l7"}, 64, "loss"),
+        ("bogus", {}, 8, "unknown quantizer 'bogus'"),
+    ):
+        with pytest.raises(ValueError, match=msg):
+            check_options(method, bits=4, num_samples=n, **opts)
+    with pytest.raises(ValueError, match="bits"):
+        check_options("rtn", bits=5, num_samples=1)

@@ -131,12 +131,67 @@ def _progress_fn(
     )
 
 
-def _check_finite_weights(plan: list[LayerPlan]) -> None:
-    for lp in plan:
-        w = lp.module.weight
-        if not torch.isfinite(w).all():
-            bad = int((~torch.isfinite(w)).sum())
-            raise ValueError(f"model: layer {lp.name!r} has {bad} NaN/Inf weight(s)")
+def _check_finite(model: nn.Module) -> None:
+    """Every parameter (quantized weights, biases, norm affines, layers left in float) and
+    the running statistics of every norm layer must be finite: a NaN or Inf there passes
+    through quantization into the outputs, or surfaces later as a misleading error (a NaN
+    BatchNorm variance makes the next layer's Hessian "not invertible")."""
+    layer_of = {
+        id(m.weight): n
+        for n, m in model.named_modules()
+        if isinstance(m, nn.Conv2d | nn.Linear) and getattr(m, "weight", None) is not None
+    }
+    for name, p in model.named_parameters():
+        if p.is_floating_point() and not torch.isfinite(p).all():
+            bad = int((~torch.isfinite(p)).sum())
+            if id(p) in layer_of:
+                raise ValueError(f"model: layer {layer_of[id(p)]!r} has {bad} NaN/Inf weight(s)")
+            raise ValueError(f"model: parameter {name!r} has {bad} NaN/Inf value(s)")
+    for mname, mod in model.named_modules():
+        if not isinstance(mod, nn.modules.batchnorm._NormBase):
+            continue
+        for bname, b in mod.named_buffers(recurse=False):
+            if b is not None and b.is_floating_point() and not torch.isfinite(b).all():
+                bad = int((~torch.isfinite(b)).sum())
+                full = f"{mname}.{bname}" if mname else bname
+                raise ValueError(
+                    f"model: buffer {full!r} ({type(mod).__name__} running statistics) has "
+                    f"{bad} NaN/Inf value(s)"
+                )
+
+
+def _attention_layers(model: nn.Module, layers: dict[str, nn.Module]) -> list[tuple[str, str]]:
+    """Remove from ``layers`` the Linear layers inside nn.MultiheadAttention; returns them.
+
+    MultiheadAttention holds its input projection as a bare Parameter (an unsupported
+    layer) and applies ``out_proj.weight`` through ``F.multi_head_attention_forward``
+    without calling ``out_proj``: no hook ever sees that layer's inputs, so calibrated
+    methods fail on it ("no calibration input reached this layer"). The whole attention
+    module is unsupported: it stays in float32 with ``unsupported="skip"``, for every
+    method alike.
+    """
+    moved = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.MultiheadAttention):
+            prefix = f"{name}." if name else ""
+            for n in [n for n in layers if n.startswith(prefix)]:
+                moved.append((n, type(layers.pop(n)).__name__))
+    return moved
+
+
+def _check_calib_runs(model: nn.Module, cset: CalibrationSet) -> None:
+    # Inputs of the wrong shape (channels, size, rank) otherwise fail deep inside a hook or
+    # a layer ("expected input[1, 3, 8, 8] to have 1 channels") without naming calib. Two
+    # samples, not one: forwards written with a bare ``.squeeze()`` drop a batch of one.
+    x = next(cset.batches(model_device(model)))[:2]
+    try:
+        with torch.no_grad():
+            model(x)
+    except Exception as e:  # noqa: BLE001  (a user's model may raise anything)
+        raise ValueError(
+            f"calib: the model cannot run on the calibration inputs (sample shape "
+            f"{tuple(x.shape[1:])}): {type(e).__name__}: {e}"
+        ) from e
 
 
 def _check_calib_dtype(model: nn.Module, cset: CalibrationSet) -> None:
@@ -159,6 +214,71 @@ def valid_options(method: str) -> list[str]:
     """The keyword options ``quantize`` accepts for a registered ``method``: the method's
     own plus those every method shares (``COMMON_OPTIONS``)."""
     return sorted(set(QUANTIZERS[method].options) | set(COMMON_OPTIONS))
+
+
+def _resolve_options(
+    method: str, bits: float, options: Mapping[str, Any]
+) -> tuple[Quantizer, float, dict[str, Any], dict[str, Any]]:
+    """Check method, bits and the option names/values ``quantize`` handles itself; returns
+    (quantizer, bits, common options with defaults, the method's own options)."""
+    if method not in QUANTIZERS:
+        raise ValueError(
+            f"method: unknown quantizer {method!r}; registered: {', '.join(sorted(QUANTIZERS))}"
+        )
+    q = QUANTIZERS[method]
+    bits = normalize_bits(bits)
+    valid = valid_options(method)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"options: unknown option(s) {', '.join(unknown)} for method {method!r}; valid: {', '.join(valid)}"
+        )
+    common = {k: options.get(k, v) for k, v in COMMON_OPTIONS.items()}
+    method_opts = {k: options[k] for k in options if k in q.options}
+    if common["unsupported"] not in ("error", "skip"):
+        raise ValueError(f"unsupported: expected 'error' or 'skip', got {common['unsupported']!r}")
+    for k in ("fold_bn", "reestimate_bn"):
+        if not isinstance(common[k], bool):
+            raise ValueError(f"{k}: expected a bool, got {common[k]!r}")
+    bs = common["batch_size"]
+    if not isinstance(bs, int) or isinstance(bs, bool) or bs < 1:
+        raise ValueError(f"batch_size: expected an int >= 1, got {bs!r}")
+    # Validates symmetric/grid/include_zero once, before any work.
+    QuantSpec(
+        bits,
+        symmetric=common["symmetric"],
+        grid=common["grid"],
+        include_zero=common["include_zero"],
+    )
+    return q, bits, common, method_opts
+
+
+def check_options(method: str, *, bits: float, num_samples: int, **options: Any) -> None:
+    """Check ``method``'s options as :func:`quantize` would, without a model or data.
+
+    Option names and values (the method's own checks run on an empty layer plan) and
+    whether ``num_samples`` calibration samples suffice for it (AdaRound/BRECQ draw
+    minibatches of ``recon_batch_size``). For callers that must fail before expensive
+    work: the audit checks every method this way before training any model.
+
+    Args:
+        method: a key of :data:`QUANTIZERS`.
+        bits: the bit-width, checked with the grid options.
+        num_samples: the calibration set's size (ignored by methods without calibration).
+        **options: as for :func:`quantize`.
+    Raises:
+        ValueError: the first problem found, naming the option.
+    """
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples: expected an int >= 1, got {num_samples!r}")
+    q, _, common, method_opts = _resolve_options(method, bits, options)
+    stand_in = nn.Sequential(nn.Linear(1, 1)).eval()
+    cset = (
+        CalibrationSet(torch.zeros(num_samples, 1), batch_size=common["batch_size"])
+        if q.needs_calib
+        else None
+    )
+    q.fn(stand_in, [], cset, progress=lambda event: None, **method_opts)
 
 
 def quantize(
@@ -197,43 +317,17 @@ def quantize(
         ``model.ptqx_quant_config`` records method, bits, layer bits and options.
     Raises:
         ValueError: unknown method or option, unsupported bits, NaN/Inf weights (named
-            by layer), missing/empty calibration set, calibration inputs of another
-            dtype than the model, non-invertible Hessian, ...
+            by layer), other parameters or norm running statistics (named),
+            missing/empty calibration set, calibration inputs of another dtype than the
+            model or that the model cannot run on, non-invertible Hessian, ...
         UnsupportedLayerError: unsupported weight-holding layers with ``unsupported="error"``.
         TiedWeightError: two layers (or a layer and another module) share one weight.
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model: expected an nn.Module, got {type(model).__name__}")
-    if method not in QUANTIZERS:
-        raise ValueError(
-            f"method: unknown quantizer {method!r}; registered: {', '.join(sorted(QUANTIZERS))}"
-        )
-    q = QUANTIZERS[method]
-    bits = normalize_bits(bits)
-    valid = valid_options(method)
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ValueError(
-            f"options: unknown option(s) {', '.join(unknown)} for method {method!r}; valid: {', '.join(valid)}"
-        )
-    common = {k: options.get(k, v) for k, v in COMMON_OPTIONS.items()}
-    method_opts = {k: options[k] for k in options if k in q.options}
-    if common["unsupported"] not in ("error", "skip"):
-        raise ValueError(f"unsupported: expected 'error' or 'skip', got {common['unsupported']!r}")
-    for k in ("fold_bn", "reestimate_bn"):
-        if not isinstance(common[k], bool):
-            raise ValueError(f"{k}: expected a bool, got {common[k]!r}")
-    bs = common["batch_size"]
-    if not isinstance(bs, int) or isinstance(bs, bool) or bs < 1:
-        raise ValueError(f"batch_size: expected an int >= 1, got {bs!r}")
-    # Validates symmetric/grid/include_zero once, before any work.
-    QuantSpec(
-        bits,
-        symmetric=common["symmetric"],
-        grid=common["grid"],
-        include_zero=common["include_zero"],
-    )
+    q, bits, common, method_opts = _resolve_options(method, bits, options)
 
+    _check_finite(model)
     needs_calib = q.needs_calib or common["fold_bn"] or common["reestimate_bn"]
     cset = None
     if needs_calib or calib is not None:
@@ -245,12 +339,15 @@ def quantize(
 
     qmodel = copy.deepcopy(model)
     qmodel.eval()
+    if cset is not None:
+        _check_calib_runs(qmodel, cset)
     if common["fold_bn"]:
         from .bn import fold_batchnorm
 
         fold_batchnorm(qmodel, calib=cset)
 
     layers, unsupported = find_layers(qmodel)
+    unsupported += _attention_layers(qmodel, layers)
     if unsupported and common["unsupported"] == "error":
         raise UnsupportedLayerError(unsupported)
     if not layers:
@@ -275,7 +372,6 @@ def quantize(
             except ValueError as e:
                 raise ValueError(f"layer_bits[{n!r}]: {e}") from None
         plan.append(LayerPlan(n, layers[n], spec))
-    _check_finite_weights(plan)
 
     report, close = _progress_fn(common["progress"], method, len(plan))
     t0 = time.perf_counter()
