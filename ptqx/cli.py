@@ -120,6 +120,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"ptqx run: {e}", file=sys.stderr)
         print(f"ptqx run: to retry the failed units: {_rerun_command()}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Ctrl-C is the ordinary way to stop a long run: say how to resume, not a traceback.
+        print(
+            f"\nptqx run: interrupted; finished units are kept in {config.store_dir}. "
+            f"To resume: {_rerun_command()}",
+            file=sys.stderr,
+        )
+        return 130
     print(
         f"ptqx run: {len(results.rows)} result rows in {results.out}/results.json; report: {results.out}/report.html"
     )

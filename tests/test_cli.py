@@ -118,3 +118,38 @@ def test_cli_report_on_damaged_results(tmp_path, capsys, text, message):
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ptqx report:") and message in err
+
+
+@pytest.mark.parametrize(
+    "flags, toml, message",
+    [
+        # OBC (damp 0) with 16 images: layer2.0 (288 inputs, 2x2 outputs) gets 64 rows,
+        # singular for every model. Each quantize unit used to fail after all models were
+        # trained.
+        (["--methods", "rtn,obc"], "", "'layer2.0' has 288 inputs and gets 64 rows"),
+        # AdaRound draws minibatches of 32 from the 16 calibration images.
+        (["--methods", "adaround"], "", "recon_batch_size=32"),
+        # An option value, not only its name, is checked before training.
+        (["--methods", "gptq"], "[quant_options.gptq]\ndamp = -1\n", "damp: expected a finite"),
+    ],
+)
+def test_cli_quantizer_problems_fail_before_training(tmp_path, capsys, flags, toml, message):
+    cfg = tmp_path / "audit.toml"
+    cfg.write_text(toml)
+    out = tmp_path / "never"
+    assert main([*TINY, "--config", str(cfg), "--out", str(out), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ptqx run: invalid audit configuration") and message in err
+    assert not out.exists()
+
+
+def test_cli_ctrl_c_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    import ptqx.experiment
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ptqx.experiment, "audit", interrupted)
+    assert main([*TINY, "--out", str(tmp_path / "run")]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted; finished units are kept in" in err and "To resume: ptqx" in err

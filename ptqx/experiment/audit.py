@@ -173,6 +173,92 @@ def _model_problems(config: AuditConfig, ds) -> list[str]:
     return p
 
 
+def _input_rows_per_sample(model, ds) -> dict[str, int]:
+    """Layer name -> rows one input image adds to the layer's Hessian (receptive fields
+    of a conv, tokens of a Linear; summed over calls), from one probe forward pass."""
+    import torch
+
+    from ptqx.quant import find_layers, layer_input_rows
+
+    layers, _ = find_layers(model)
+    rows = dict.fromkeys(layers, 0)
+
+    def hook(name):
+        def fn(mod, args):
+            rows[name] += int(layer_input_rows(mod, args[0]).shape[1])
+
+        return fn
+
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in layers.items()]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, ds.in_channels, ds.image_size, ds.image_size))
+    except Exception:  # noqa: BLE001  (a user's model may reject the probe: no check then)
+        return {}
+    finally:
+        for h in handles:
+            h.remove()
+    return rows
+
+
+def _quantizer_problems(config: AuditConfig, ds, n_calib: int) -> list[str]:
+    """What would make every quantize unit of a method fail, found before any training.
+
+    The option values (``quant_options``) and the calibration size are checked the way
+    the method checks them (``ptqx.quant.api.check_options``). For a method that inverts
+    Hessians without damping (OBC's default ``damp=0``), a layer that gets fewer input
+    rows than it has inputs (the ResNet-18 ``fc``: 512 inputs, one row per image) has a
+    singular Hessian: with ``calib_size=256`` all OBC units failed after the training.
+    """
+    from ptqx.quant import QUANTIZERS
+    from ptqx.quant.api import check_options
+
+    from .registries import build_model
+
+    p: list[str] = []
+    rows = None
+    for method in config.methods:
+        opts = config.quant_options_for(method)
+        try:
+            check_options(method, bits=config.bits[0], num_samples=n_calib, **opts)
+        except (TypeError, ValueError) as e:
+            p.append(f"quant_options[{method!r}]: {e}")
+            continue
+        if "damp" not in QUANTIZERS[method].options:
+            continue
+        if opts.get("damp", QUANTIZERS[method].options["damp"]) != 0:
+            continue
+        if rows is None:
+            model = build_model(
+                config.arch,
+                num_classes=ds.num_classes,
+                in_channels=ds.in_channels,
+                image_size=ds.image_size,
+            )
+            rows = _input_rows_per_sample(model, ds)
+            cols = {n: m.weight[0].numel() for n, m in model.named_modules() if n in rows}
+        short = sorted(
+            (n for n in rows if 0 < rows[n] * n_calib < cols[n]),
+            key=lambda n: -cols[n] / rows[n],
+        )
+        if short:
+            n = short[0]  # the layer that needs the most images sets the calib_size needed
+            cap = (
+                f"; each model has only {n_calib} members to draw them from"
+                if n_calib < config.calib_size
+                else ""
+            )
+            p.append(
+                f"quant_options[{method!r}]: damp = 0 needs as many calibration input rows per "
+                f"layer as the layer has inputs, but layer {n!r} has {cols[n]} inputs and gets "
+                f"{rows[n] * n_calib} rows ({n_calib} calibration images x {rows[n]}), so its "
+                f"Hessian is singular{f' (also: {len(short) - 1} more layers)' if len(short) > 1 else ''}; "
+                f"set calib_size >= {-(-cols[n] // rows[n])} (--calib-size{cap}) or damp "
+                f"(e.g. damp = 0.01 under [quant_options.{method}] in a --config TOML)"
+            )
+    return p
+
+
 def plan_audit(config: AuditConfig, ds=None) -> Plan:
     """Every unit of the audit, with content keys, in dependency order."""
     from ptqx.train import balanced_keep
@@ -647,6 +733,9 @@ def audit(
     out = Path(config.out)
     ds = _resolve_dataset(config)
     plan = plan_audit(config, ds)
+    problems = _quantizer_problems(config, ds, int(plan.context["calibration"].sum(1).min()))
+    if problems:
+        raise ConfigError("invalid audit configuration:\n  - " + "\n  - ".join(problems))
     store = FileStore(config.store_dir)
     executor = executor or make_executor(jobs=config.jobs)
     ctx = plan.context

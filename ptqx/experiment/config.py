@@ -102,12 +102,16 @@ class AuditConfig:
         fprs: false-positive rates at which TPR is reported.
         n_bootstrap: bootstrap resamples for the 95% confidence intervals.
         seed: the run seed; every other seed is derived from it and recorded.
-        jobs: worker processes (1 = in-process); does not change any result.
+        jobs: worker processes (1 = in-process). Changes results only through the default
+            thread count (see ``threads``).
         out: run folder (manifest, scores, results, report).
         store: artifact store folder; None means ``<out>/store``. Several runs may share one.
         device: torch device for training, quantization and scoring.
         threads: torch threads per unit (per worker with ``jobs > 1``); None = cores / jobs.
-            Small models run best on one thread per process; does not change any result.
+            Small models run best on one thread per process. Not part of any unit key, yet
+            torch splits float reductions by thread count: models trained at another count
+            differ in the last bits (scores by ~1e-7 on a tiny run, enough to move
+            tied ROC points), so set it explicitly to reproduce a run bit for bit.
     """
 
     dataset: str = "digits"
