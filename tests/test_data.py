@@ -680,3 +680,28 @@ def test_cifar_numpy1_era_pickle(tmp_path):
     p.write_bytes(raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
     d = load_dataset("cifar10", root=tmp_path)
     assert np.array_equal(d.x_test.reshape(4, -1).numpy(), batches["test_batch"][b"data"])
+
+
+def test_tinyimagenet_cache_is_mapped_not_copied(tmp_path, monkeypatch):
+    # The cached arrays used to be read into private memory by every process that loads
+    # the set (each pool worker / Ray task: +1.2 GB for the real training split); mapped
+    # copy-on-write, the processes share the file's pages and the Dataset wraps them.
+    write_tiny(tmp_path, size=16)
+    first = load_dataset("tinyimagenet", root=tmp_path)  # decodes, writes the cache
+    seen = {}
+    read = R.read_tinyimagenet
+
+    def spy(*args, **kwargs):
+        seen["arrays"] = read(*args, **kwargs)
+        return seen["arrays"]
+
+    monkeypatch.setattr(R, "read_tinyimagenet", spy)
+    d = load_dataset("tinyimagenet", root=tmp_path)
+    x_tr, y_tr, x_te, y_te, _ = seen["arrays"]
+    assert all(isinstance(a, np.memmap) for a in (x_tr, y_tr, x_te, y_te))
+    assert np.shares_memory(d.x_train.numpy(), x_tr) and np.shares_memory(d.x_test.numpy(), x_te)
+    assert torch.equal(d.x_train, first.x_train) and torch.equal(d.y_test, first.y_test)
+    # copy-on-write: augmenting or writing to the tensors never touches the cache file
+    d.x_train[0] = 0
+    again = load_dataset("tinyimagenet", root=tmp_path)
+    assert torch.equal(again.x_train, first.x_train)
