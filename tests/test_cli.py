@@ -153,3 +153,22 @@ def test_cli_ctrl_c_says_how_to_resume(tmp_path, capsys, monkeypatch):
     assert main([*TINY, "--out", str(tmp_path / "run")]) == 130
     err = capsys.readouterr().err
     assert "interrupted; finished units are kept in" in err and "To resume: ptqx" in err
+
+
+@pytest.mark.parametrize(
+    "dataset, image_size, classes", [("cifar100", 32, 100), ("tinyimagenet", 64, 200)]
+)
+def test_resnet18_defaults_give_obc_a_regular_hessian(dataset, image_size, classes):
+    # README's `ptqx run --dataset cifar100 --arch resnet18` must not be refused: with the
+    # generic 256 calibration images OBC's undamped fc Hessian (512 inputs) is singular.
+    from types import SimpleNamespace
+
+    from ptqx.experiment.audit import _quantizer_problems
+    from ptqx.experiment.config import AuditConfig, dataset_defaults
+
+    defaults = dataset_defaults(dataset)
+    config = AuditConfig(**{**defaults, "arch": "resnet18", "methods": ("obc",)})
+    ds = SimpleNamespace(num_classes=classes, in_channels=3, image_size=image_size)
+    assert _quantizer_problems(config, ds, config.calib_size) == []
+    (problem,) = _quantizer_problems(config, ds, 256)  # the generic default is refused
+    assert "'fc'" in problem and "set calib_size >= 512" in problem
