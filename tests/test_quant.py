@@ -974,3 +974,13 @@ def test_check_options_without_a_model():
             check_options(method, bits=4, num_samples=n, **opts)
     with pytest.raises(ValueError, match="bits"):
         check_options("rtn", bits=5, num_samples=1)
+
+
+def test_singular_hessian_message_with_damping_asks_for_more():
+    # With damping already on, the advice must be a larger damp, not the same one again.
+    from ptqx.quant.hessian import invert_hessian
+
+    h = torch.ones(4, 4, dtype=torch.float64)  # rank 1: damping 1e-12 is below float32's ulp
+    with pytest.raises(ValueError, match="even with damp=1e-12.*pass a damp above 1e-12") as e:
+        invert_hessian(h, damp=1e-12, dtype=torch.float32, what="layer 'x'")
+    assert "pass damp=0.01" not in str(e.value)

@@ -297,7 +297,8 @@ def invert_hessian(
         raise ValueError(
             f"{what}: the Hessian is not invertible in {prec} ({bad} of {h.shape[0]} inputs are "
             f"linear combinations of the others{'' if not damp else f' even with damp={damp}'}); "
-            "pass damp=0.01 (relative damping), more calibration data"
+            + ("pass damp=0.01 (relative damping)" if not damp else f"pass a damp above {damp}")
+            + ", more calibration data"
             + (", or precision='float64'" if dtype != torch.float64 else "")
         )
     hinv = torch.cholesky_inverse(chol)
