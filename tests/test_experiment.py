@@ -356,6 +356,65 @@ def test_failed_unit_reports_and_keeps_the_rest(finished_run, tmp_path, monkeypa
     assert st["attack/rtn-2b/adaptive/lira_online"] == "done"
 
 
+def test_failed_method_still_writes_the_finished_results(finished_run, tmp_path, monkeypatch):
+    """Every quantize unit of one method fails: the other configurations' rows are written
+    (marked partial, the gaps named, the report built) and the AuditError still raised; a
+    rerun without the fault replaces them with the complete results."""
+    from ptqx.cli import main
+    from ptqx.experiment import AuditError
+
+    out = copy_run(finished_run[0], tmp_path / "run")
+    config = tiny_config(out, methods=("rtn", "gptq"))
+    real = UNIT_KINDS["quantize"]
+
+    def broken(unit, inputs):
+        if unit.params["method"] == "gptq":
+            raise RuntimeError("gptq exploded")
+        return real(unit, inputs)
+
+    monkeypatch.setitem(UNIT_KINDS, "quantize", broken)
+    with pytest.raises(AuditError, match="gptq exploded") as e:
+        audit(config, progress=False)
+    assert "quantize/gptq-4b/0" in str(e.value) and "rerun the same command" in str(e.value)
+    assert "results.json" in str(e.value)
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["status"] == "failed" and man["units"]["quantize/gptq-2b/3"]["status"] == "failed"
+
+    doc = json.loads((out / "results.json").read_text())
+    gaps = [
+        f"gptq-{b} / {who} / {a}"
+        for b in ("4b", "2b")
+        for who in ("fp_reference", "adaptive")
+        for a in ("lira_online", "global_threshold")
+    ]
+    assert doc["complete"] is False and sorted(doc["missing"]) == sorted(gaps)
+    assert {c["name"] for c in doc["configs"]} == {"fp32", "rtn-4b", "rtn-2b", "gptq-4b", "gptq-2b"}
+    # The finished configurations' rows, whole and as a complete run has them; no gptq row.
+    assert [r["metrics"] for r in doc["rows"]] == [r["metrics"] for r in finished_run[1].rows]
+    assert not any(r["config"].startswith("gptq") for r in doc["rows"])
+    assert "gptq" not in (out / "results.csv").read_text()
+    assert not any(k.startswith("gptq") for k in np.load(out / "rocs.npz").files)
+    assert not (out / "scores" / "gptq-4b.npy").exists()
+    text = (out / "report.md").read_text()
+    assert "Missing results (8;" in text and "gptq-2b / adaptive / lira_online" in text
+    assert "gptq-2b / adaptive / lira_online" in (out / "report.html").read_text()
+    # `ptqx report` accepts the partial folder (its hashes match the files written).
+    (out / "report.md").unlink()
+    assert (
+        main(["report", str(out)]) == 0 and "Missing results (8;" in (out / "report.md").read_text()
+    )
+
+    monkeypatch.setitem(UNIT_KINDS, "quantize", real)
+    res = audit(config, progress=False)
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["complete"] is True and doc["missing"] == []
+    assert len(doc["rows"]) == len(res.rows) == (1 + 4 * 2) * 2
+    assert {r["config"] for r in doc["rows"]} >= {"gptq-4b", "gptq-2b"}
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+    assert "Missing results" not in (out / "report.md").read_text()
+    assert (out / "scores" / "gptq-4b.npy").exists()
+
+
 def test_config_is_frozen(tmp_path):
     c = tiny_config(tmp_path)
     with pytest.raises(dataclasses.FrozenInstanceError):

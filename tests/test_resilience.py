@@ -146,6 +146,15 @@ def same_outputs(a: Path, b: Path) -> None:
         np.testing.assert_array_equal(np.load(f), np.load(b / "scores" / f.name), err_msg=f.name)
 
 
+def assert_partial(out: Path, finished: set[str]) -> None:
+    """results.json of a failed run: the rows of the ``finished`` configurations only."""
+    doc = json.loads((Path(out) / "results.json").read_text())
+    assert doc["complete"] is False and doc["missing"]
+    assert {r["config"] for r in doc["rows"]} == finished
+    assert not any(m.split(" / ")[0] in finished for m in doc["missing"])
+    assert {p.stem for p in (Path(out) / "scores").glob("*.npy")} == finished
+
+
 def artifact_files(store: Path) -> dict[str, tuple[int, int]]:
     """(inode, mtime_ns) of every file of every complete artifact: a rewrite changes both."""
     s = FileStore(store)
@@ -363,9 +372,9 @@ def test_artifact_truncated_during_a_run_is_never_used(reference, toml, tmp_path
     with pytest.raises(AuditError, match="ArtifactCorrupt") as e:
         audit(config(toml, out), progress=False, report=False, on_event=corrupt_when_done)
     assert "score/rtn-4b" in str(e.value)
-    # A failed run writes no partial results.
-    assert not (out / "results.json").exists() and not (out / "results.csv").exists()
-    assert not list((out / "scores").glob("*.npy"))
+    # A failed run writes the rows that finished, marked partial, never one that needs a
+    # failed unit (nor its scores).
+    assert_partial(out, finished={"fp32"})
     audit(config(toml, out), progress=False, report=False)
     # The first score attempt stopped while loading its inputs, before computing anything.
     assert counted() == ["quantize/rtn-4b/1", "quantize/rtn-4b/1", "score/rtn-4b"]
@@ -397,7 +406,7 @@ def test_process_pool_worker_killed_fails_its_units_cleanly(
     assert man["status"] == "failed" and "running" not in status.values()
     assert status["quantize/rtn-4b/1"] == "failed" and status["score/rtn-4b"] == "skipped"
     assert not (faults / _faults.flag_name("quantize/rtn-4b/1")).exists()
-    assert not (out / "results.json").exists()
+    assert_partial(out, finished={"fp32"})
     audit(config(toml, out), progress=False, report=False)
     assert_store_clean(out / "store")
     same_outputs(reference[0], out)

@@ -22,6 +22,11 @@ refused before anything is written, unless ``overwrite=True`` (``--overwrite``),
 first removes the old run's top-level outputs (never the store). ``results.json``
 records the config hash, the layout hash and the sha256 of every score file it was made
 with, so ``ptqx report`` refuses a folder whose files do not belong together.
+
+If units fail, the results of those that finished are written anyway: ``results.json``
+then says ``"complete": false`` and lists its ``missing`` rows ("config / attacker /
+attack"), the report names them, the manifest says ``"status": "failed"``, and
+:class:`AuditError` is still raised. Rerunning resumes and overwrites them.
 """
 
 from __future__ import annotations
@@ -444,7 +449,8 @@ def pending_units(plan: Plan, store: FileStore) -> tuple[list[Unit], list[Unit],
 
 #: Membership setup files: written before any unit runs, shared by every configuration.
 LAYOUT_FILES = ("universe", "keep", "labels", "calibration")
-#: Files that belong to one finished configuration (written after every unit finished).
+#: Files that belong to one configuration's results (written once the units have run; if
+#: some failed, from the rows that finished, with ``"complete": false``).
 RESULT_FILES = ("results.json", "results.csv", "rocs.npz", "report.md", "report.html")
 #: Settings that only say how units run; they never change a result.
 EXECUTION_SETTINGS = ("jobs", "threads", "out", "store", "device")
@@ -626,12 +632,20 @@ def _summary(values: np.ndarray) -> dict[str, float]:
 
 
 def build_rows(
-    plan: Plan, store: FileStore, config: AuditConfig
+    plan: Plan, store: FileStore, config: AuditConfig, attacks: list[dict[str, Any]] | None = None
 ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
-    accs = {c["name"]: store.get(c["score"])["test_acc"].numpy() for c in plan.configs}
+    """Result rows and ROC curves of ``attacks`` (default: every attack of the plan); each
+    one's attack unit and its configuration's score unit must be in the store."""
+    attacks = plan.attacks if attacks is None else attacks
+    wanted = {a["config"] for a in attacks}
+    accs = {
+        c["name"]: store.get(c["score"])["test_acc"].numpy()
+        for c in plan.configs
+        if c["name"] in wanted
+    }
     info = {c["name"]: c for c in plan.configs}
     rows, rocs = [], {}
-    for a in plan.attacks:
+    for a in attacks:
         out = store.get(a["key"])
         c = info[a["config"]]
         acc = accs[a["config"]]
@@ -728,6 +742,9 @@ def audit(
         ConfigError: the data set cannot be loaded or does not fit the config, or
             ``config.out`` holds a run with another membership setup (before any work).
         AuditError: some units failed (the others finished and are kept; rerun to resume).
+            The rows that finished are still written (results.json with ``"complete":
+            false`` and the ``missing`` rows named, results.csv, rocs.npz, the report);
+            rows that need a failed unit are absent. A rerun that finishes replaces them.
     """
     t_start = time.perf_counter()
     out = Path(config.out)
@@ -822,47 +839,86 @@ def audit(
         if bar is not None:
             bar.close()
 
+    # A failed unit costs only the rows that need it: the configurations that finished are
+    # written (and reported, the gaps named) all the same, so a long run that loses one
+    # method still yields its other results; the AuditError below says what to rerun.
+    # (Without a failure every row is there; were one not, store.get below would say so.)
+    have_score = {c["name"] for c in plan.configs if not failed or store.exists(c["score"])}
+    found = [
+        a
+        for a in plan.attacks
+        if not failed or (a["config"] in have_score and store.exists(a["key"]))
+    ]
+    found_keys = {a["key"] for a in found}
+    missing = [
+        f"{a['config']} / {a['attacker']} / {a['attack']}"
+        for a in plan.attacks
+        if a["key"] not in found_keys
+    ]
+    rows: list[dict[str, Any]] = []
+    report_error = None
+    if found:
+        score_sha256 = {}
+        for c in plan.configs:
+            path = out / "scores" / f"{c['name']}.npy"
+            if c["name"] not in have_score:
+                # An older run's scores under this name are not this run's: the report
+                # would plot them as if they were.
+                path.unlink(missing_ok=True)
+                continue
+            atomic_save_npy(path, store.get(c["score"])["scores"].numpy())
+            score_sha256[c["name"]] = _file_sha256(path)
+        rows, rocs = build_rows(plan, store, config, found)
+        _save_npz(out / "rocs.npz", rocs)
+        meta = {
+            "dataset": ctx["dataset"],
+            "config": config.to_dict(),
+            "config_hash": config_hash(config),
+            "layout_hash": layout,
+            "score_sha256": score_sha256,
+            "configs": [
+                {"name": c["name"], "method": c["method"], "bits": c["bits"]} for c in plan.configs
+            ],
+            "attackers": ATTACKERS,
+            "complete": not missing,
+            "missing": missing,
+        }
+        write_results(out, rows, meta)
+    manifest.data["status"] = "failed" if failed else "complete"
+    manifest.data["wall_seconds_last_invocation"] = time.perf_counter() - t_start
+    manifest.data["units_run_last_invocation"] = len(todo)
+    manifest.save()
+    if report and found:
+        from .report import write_report
+
+        try:
+            write_report(out)
+        except Exception as e:
+            if not failed:
+                raise
+            report_error = f"{type(e).__name__}: {e}"  # the failed units are the news
+
     if failed:
-        manifest.data["status"] = "failed"
-        manifest.save()
         lines = [f"  - {names[k]}: {v.strip().splitlines()[0]}" for k, v in failed.items()]
+        if not found:
+            partial = "No configuration finished, so no results were written."
+        else:
+            partial = (
+                f"The {len(found)} result rows that finished are in {out / 'results.json'} "
+                f"(marked partial; {len(missing)} missing rows named there"
+                + (" and in report.md" if report and report_error is None else "")
+                + ")."
+                + (f" The report could not be built: {report_error}." if report_error else "")
+            )
         raise AuditError(
             f"{len(failed)} of {len(plan.units)} units did not finish:\n"
             + "\n".join(lines[:20])
             + ("\n  ..." if len(lines) > 20 else "")
+            + f"\n{partial}"
             + f"\nFinished units are kept in {config.store_dir}; rerun the same command to resume "
             f"(details in {out / 'manifest.json'}).",
             failed,
         )
-
-    score_sha256 = {}
-    for c in plan.configs:
-        path = out / "scores" / f"{c['name']}.npy"
-        atomic_save_npy(path, store.get(c["score"])["scores"].numpy())
-        score_sha256[c["name"]] = _file_sha256(path)
-    rows, rocs = build_rows(plan, store, config)
-    _save_npz(out / "rocs.npz", rocs)
-    wall = time.perf_counter() - t_start
-    meta = {
-        "dataset": ctx["dataset"],
-        "config": config.to_dict(),
-        "config_hash": config_hash(config),
-        "layout_hash": layout,
-        "score_sha256": score_sha256,
-        "configs": [
-            {"name": c["name"], "method": c["method"], "bits": c["bits"]} for c in plan.configs
-        ],
-        "attackers": ATTACKERS,
-    }
-    write_results(out, rows, meta)
-    manifest.data["status"] = "complete"
-    manifest.data["wall_seconds_last_invocation"] = wall
-    manifest.data["units_run_last_invocation"] = len(todo)
-    manifest.save()
-    if report:
-        from .report import write_report
-
-        write_report(out)
     return AuditResults(rows=rows, out=out, manifest=manifest.data)
 
 
