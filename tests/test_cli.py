@@ -172,3 +172,18 @@ def test_resnet18_defaults_give_obc_a_regular_hessian(dataset, image_size, class
     assert _quantizer_problems(config, ds, config.calib_size) == []
     (problem,) = _quantizer_problems(config, ds, 256)  # the generic default is refused
     assert "'fc'" in problem and "set calib_size >= 512" in problem
+
+
+def test_cli_config_lists_every_problem_at_once(tmp_path, capsys):
+    # Before, a misspelled table hid the unknown setting, which hid the bad values, which
+    # hid the [train] problem: four runs of the command to learn what one could say.
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(
+        '[audit]\ndataset = "digits"\nn_models = 3\nbits = [4, 7]\nmethodz = ["rtn"]\n'
+        "[trian]\nepochs = 2\n[train]\nepochs = -1\n"
+    )
+    assert main(["run", "--config", str(cfg), "--out", str(tmp_path / "never")]) == 2
+    err = capsys.readouterr().err
+    for problem in ("'trian'", "['methodz']", "n_models:", "bits: 7", "train: epochs"):
+        assert problem in err, problem
+    assert not (tmp_path / "never").exists()

@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,12 @@ TOP_LEVEL_TABLES = ("train", "quant_options", "layer_bits")
 
 class ConfigError(ValueError):
     """A bad audit configuration; the message lists every problem found."""
+
+    @property
+    def problems(self) -> list[str]:
+        """The listed problems (the message's ``"  - "`` items), or the whole message."""
+        _, listed, items = str(self).partition(":\n  - ")
+        return items.split("\n  - ") if listed else [str(self)]
 
 
 def derive_seed(run_seed: int, *parts: Any) -> int:
@@ -184,8 +190,13 @@ class AuditConfig:
         if self.store is not None:
             set_(self, "store", str(self.store))
         problems = self._static_problems()
-        if not problems:
-            problems = self._registry_problems()
+        # Names against the registries too, so one run of a bad config lists everything it
+        # can: a check that trips over a value the static checks already reported is moot.
+        try:
+            problems += self._registry_problems()
+        except Exception:  # noqa: BLE001
+            if not problems:
+                raise
         if problems:
             raise ConfigError("invalid audit configuration:\n  - " + "\n  - ".join(problems))
 
@@ -395,14 +406,21 @@ class AuditConfig:
         return d
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> AuditConfig:
+    def from_dict(cls, data: Mapping[str, Any], problems: Sequence[str] = ()) -> AuditConfig:
+        """The config of ``data``; every problem at once in one :class:`ConfigError`, with
+        ``problems`` found earlier (e.g. in the TOML file's layout) listed first."""
         names = {f.name for f in dataclasses.fields(cls)}
+        problems = list(problems)
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ConfigError(
-                f"invalid audit configuration:\n  - unknown setting(s) {unknown}; known: {', '.join(sorted(names))}"
-            )
-        return cls(**dict(data))
+            problems.append(f"unknown setting(s) {unknown}; known: {', '.join(sorted(names))}")
+        try:
+            config = cls(**{k: v for k, v in data.items() if k in names})
+        except ConfigError as e:
+            problems += e.problems
+        if problems:
+            raise ConfigError("invalid audit configuration:\n  - " + "\n  - ".join(problems))
+        return config
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> AuditConfig:
@@ -452,10 +470,8 @@ class AuditConfig:
                     problems.append(f"{path}: {k!r} is given both in [audit] and as [{k}]")
                 else:
                     data[k] = v
-            if problems:
-                raise ConfigError("invalid audit configuration:\n  - " + "\n  - ".join(problems))
         else:
-            data = dict(raw)
+            data, problems = dict(raw), []
         for k, v in overrides.items():
             if v is None:
                 continue
@@ -468,7 +484,7 @@ class AuditConfig:
                 data[k] = {**data[k], **v}
             else:
                 data[k] = v
-        return cls.from_dict(data)
+        return cls.from_dict(data, problems)
 
 
 def config_labels(bits: float) -> str:
