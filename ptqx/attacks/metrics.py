@@ -347,10 +347,15 @@ def _paired_keys(fprs: Sequence[float]) -> tuple[str, ...]:
     return ("auc", "balanced_accuracy", *(f"tpr@{float(t):g}_le" for t in fprs))
 
 
-def _resolved(t: float, n_neg: int) -> bool:
-    """Whether FPR level t allows at least one of n_neg non-members to be a false positive."""
+def false_positives_allowed(t: float, n_neg: int) -> int:
+    """How many of ``n_neg`` non-members may be false positives at FPR level ``t``: the
+    count a TPR at ``t`` rests on (0: the level is below the sample's resolution)."""
     # t * n_neg can land a hair below the integer it stands for: (1 / 49) * 49 < 1.
-    return math.floor(t * n_neg * (1 + 1e-12)) >= 1
+    return math.floor(t * n_neg * (1 + 1e-12))
+
+
+def _resolved(t: float, n_neg: int) -> bool:
+    return false_positives_allowed(t, n_neg) >= 1
 
 
 def _interval(v: np.ndarray) -> list[float]:

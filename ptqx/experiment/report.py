@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from ptqx.attacks.metrics import false_positives_allowed, paired_difference
+
 from .store import atomic_write_text
 
 PRIMARY_ATTACKS = ("lira_online", "lira_offline", "global_threshold")
@@ -89,7 +91,7 @@ FEW_TARGETS = 32
 def _n_fp(row: dict[str, Any], fpr: float) -> int | None:
     """False positives a TPR at ``fpr`` rests on (pooled non-member pairs x fpr), if known."""
     n = row.get("metrics", {}).get("n_nonmembers")
-    return None if n is None else math.floor(fpr * n * (1 + 1e-12))
+    return None if n is None else false_positives_allowed(fpr, n)
 
 
 def _resolved(row: dict[str, Any], fpr: float) -> bool:
@@ -110,8 +112,6 @@ def _tpr_cell(row: dict[str, Any] | None, fpr: float, reading: str = "_le") -> s
 
 def _paired(a: dict[str, Any] | None, b: dict[str, Any] | None, key: str) -> str:
     """``a - b`` with a paired bootstrap CI (both rows resampled alike), or why not."""
-    from ptqx.attacks.metrics import paired_difference
-
     if a is None or b is None:
         return "missing"
     if key.startswith("tpr@") and not _resolved(a, float(key[4:].partition("_")[0])):
@@ -461,7 +461,7 @@ def _notes(doc: dict[str, Any], attack: str) -> list[str]:
     n_neg, n_bs = m0.get("n_nonmembers"), int(m0.get("n_bootstrap") or 0)
     out = []
     if n_neg:
-        n_fp = {f: math.floor(f * n_neg * (1 + 1e-12)) for f in fprs}
+        n_fp = {f: false_positives_allowed(f, n_neg) for f in fprs}
         unres = [f for f in fprs if n_fp[f] < 1]
         few = [f for f in fprs if 1 <= n_fp[f] < FEW_FP]
         text = (
